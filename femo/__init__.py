@@ -1,0 +1,2 @@
+"""femo: multimodal dynamic facial emotion recognition."""
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from femo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per `femo` sub-command; see femo.cli."""

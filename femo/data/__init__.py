@@ -1,0 +1,1 @@
+"""Manifests, decoding, synthetic data and the feature store. Never imports ``femo.models``."""

@@ -1,0 +1,164 @@
+"""The feature store: one compressed ``.npz`` per clip plus an index table.
+
+Layout::
+
+    STORE/
+      store.json            # StoreMeta: classes, dataset, T, S, audio settings, manifest meta
+      index.csv             # one row per manifest clip: every manifest column + the columns below
+      clips/<clip_id>.npz   # per-clip arrays (see CLIP_KEYS)
+      embeddings/<name>/<clip_id>.npy   # optional cached frozen-CNN features, (T, D) float16
+
+Index columns added to the manifest's: ``status`` ("ok" | "failed"), ``error`` (reason, empty when
+ok), ``file`` (npz path relative to STORE), and per-clip condition flags (see
+``femo.features.conditions``): ``brightness, face_ratio, yaw, pitch, roll, occlusion, motion,
+snr_db, duration, has_audio``.
+
+Per-clip arrays (T sampled frames, S face crop side, A audio frames at 10 ms hop):
+
+========== ==================== =====================================================
+key        shape / dtype        meaning
+========== ==================== =====================================================
+times      (T,) float32         timestamp of each sampled frame, seconds
+faces      (T, S, S, 3) uint8   aligned RGB face crops (zeros where no face)
+face_found (T,) bool            False = no face in that frame
+face_box   (T, 4) float32       x0, y0, x1, y1 in [0, 1] frame coordinates
+landmarks  (T, 478, 3) float32  face mesh, x/y normalised to the face box, z scaled alike
+blendshapes(T, 52) float32      mediapipe blendshape scores in [0, 1]
+head_pose  (T, 3) float32       yaw, pitch, roll in degrees from the face transform
+pose       (T, 33, 4) float32   body landmarks x, y, z, visibility (frame coordinates)
+pose_found (T,) bool            False = no body detected in that frame
+logmel     (64, A) float32      log-mel power in dB (0 dB = max), 25 ms window, 10 ms hop
+mfcc       (20, A) float32      MFCC from the same frames
+prosody    (A, 4) float32       f0 Hz (0 unvoiced), voiced probability, RMS energy, voiced flag
+has_audio  () bool              False = the clip has no audio track
+========== ==================== =====================================================
+
+Audio arrays have A = 0 columns when ``has_audio`` is False. Writes are atomic (temporary file
+then ``os.replace``), so a killed run never leaves a half-written clip.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+CLIP_KEYS: tuple[str, ...] = (
+    "times", "faces", "face_found", "face_box", "landmarks", "blendshapes", "head_pose",
+    "pose", "pose_found", "logmel", "mfcc", "prosody", "has_audio",
+)
+FLAG_COLUMNS: tuple[str, ...] = (
+    "brightness", "face_ratio", "yaw", "pitch", "roll", "occlusion", "motion", "snr_db",
+    "duration", "has_audio",
+)
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+
+class StoreError(ValueError):
+    """A feature store or one of its clips is missing or malformed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """Settings a store was extracted with; saved as ``store.json``."""
+
+    classes: tuple[str, ...]
+    dataset: str = "unknown"
+    num_frames: int = 16
+    face_size: int = 112
+    sample_rate: int = 16_000
+    n_mels: int = 64
+    hop_length: int = 160
+    manifest: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def clip_file(store: str | Path, clip_id: str) -> Path:
+    """Where the arrays of ``clip_id`` live inside ``store``."""
+    return Path(store) / "clips" / f"{clip_id}.npz"
+
+
+def write_meta(store: str | Path, meta: StoreMeta) -> None:
+    """Write ``store.json`` atomically."""
+    _atomic_write_text(Path(store) / "store.json", json.dumps(asdict(meta), indent=2))
+
+
+def read_meta(store: str | Path) -> StoreMeta:
+    """Read ``store.json``; raises :class:`StoreError` naming the path when it is missing."""
+    path = Path(store) / "store.json"
+    if not path.is_file():
+        raise StoreError(f"{path}: not a feature store (store.json missing); run `femo extract` first")
+    data = json.loads(path.read_text())
+    data["classes"] = tuple(data["classes"])
+    return StoreMeta(**data)
+
+
+def write_clip(store: str | Path, clip_id: str, arrays: dict[str, np.ndarray]) -> Path:
+    """Validate and atomically write one clip's arrays; returns the file written."""
+    missing = [k for k in CLIP_KEYS if k not in arrays]
+    if missing:
+        raise StoreError(f"clip {clip_id}: arrays missing keys {missing}")
+    target = clip_file(store, clip_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{clip_id}.", suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **{k: np.asarray(arrays[k]) for k in CLIP_KEYS})
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_clip(store: str | Path, clip_id: str) -> dict[str, np.ndarray]:
+    """Load one clip's arrays (all of CLIP_KEYS); raises :class:`StoreError` naming the file."""
+    path = clip_file(store, clip_id)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise StoreError(f"{path}: clip file missing from the store") from None
+    except Exception as exc:  # zipfile/zlib errors for a damaged file
+        raise StoreError(f"{path}: unreadable clip file ({exc})") from exc
+    missing = [k for k in CLIP_KEYS if k not in out]
+    if missing:
+        raise StoreError(f"{path}: clip file lacks keys {missing}")
+    return out
+
+
+def read_index(store: str | Path) -> pd.DataFrame:
+    """The store's index (manifest columns + status/error/file + flags)."""
+    path = Path(store) / "index.csv"
+    if not path.is_file():
+        raise StoreError(f"{path}: index missing; run `femo extract` (or `femo extract --merge`)")
+    return pd.read_csv(path, dtype={"clip_id": str, "subject": str, "error": str}, keep_default_na=False,
+                       na_values=[""])
+
+
+def write_index(store: str | Path, index: pd.DataFrame, name: str = "index.csv") -> None:
+    """Write an index table atomically (``name`` lets shards write ``index.shard-i-of-n.csv``)."""
+    _atomic_write_text(Path(store) / name, index.to_csv(index=False))
+
+
+def ok_clips(index: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose extraction succeeded."""
+    return index[index["status"] == STATUS_OK].reset_index(drop=True)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
