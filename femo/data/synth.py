@@ -1,0 +1,290 @@
+"""A synthetic audio-visual emotion dataset with planted ground truth.
+
+``generate(out, config=SynthConfig(...))`` writes ``OUT/clips/<clip_id>.mp4`` (H.264 + AAC,
+drawn faces from :mod:`femo.data.synth_face`, voices from :mod:`femo.data.synth_voice`) and
+``OUT/manifest.csv`` + ``OUT/manifest.meta.json``. The same seed gives byte-identical files.
+
+What is planted (and recorded as manifest columns, so reports can be checked against it):
+
+- ``label``: one of the 7 canonical classes, balanced. ``true_emotion`` is the emotion the clip
+  was generated from; it differs from ``label`` only where ``label_flipped`` (planted bias).
+- ``informative``: face | audio | both. face: the voice follows another emotion
+  (``voice_emotion``); audio: the face shows another emotion (``face_emotion``); both: both
+  follow the true emotion. About a third each.
+- ``intensity``: expression and prosody strength, uniform 0.5..1.0 x the ``culture``
+  display-rule factor (so 0.4..1.15); onset-apex-offset dynamics over each clip. ``expression_region``: full | mouth (~20%: only the
+  mouth moves, brows and eyes stay neutral).
+- Nuisances: ``low_light`` (~15%: brightness x0.3 plus sensor noise), ``occluded`` (~15%, with
+  ``occluder_region`` mouth | eyes, "none" otherwise), ``head_yaw`` (degrees), ``snr_db`` (voice
+  noise), ``has_audio_track`` (~5% False: no audio stream at all), ``face_absent_frac`` (~5% of
+  clips lose the face for 30-50% of the clip). Low light and occlusion leave less facial
+  information, so the voice matters more there.
+- Subgroups per subject: ``sex`` (f | m: hair length, voice pitch), ``age_group`` (young |
+  adult | senior: wrinkles, grey hair), ``skin_tone`` (light | medium | dark), ``culture``
+  (A | B | C: headwear and display-rule factor 1.0 / 0.8 / 1.15). ``fold`` 1..5 by subject.
+- ``vote_<class>``: 10 simulated annotators; agreement falls with intensity.
+- ``plant_bias=(column, value)``: that subgroup's expressions are subtler (intensity x
+  :data:`BIAS_INTENSITY_SCALE`) and :data:`BIAS_LABEL_NOISE` of its labels are flipped to a random
+  other class with votes to match; recorded in the sidecar ``extra.planted_bias``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from femo.config import CLASSES, SAMPLE_RATE
+from femo.data.manifest import ManifestMeta, write_manifest
+from femo.data.media import write_video
+from femo.data.synth_face import FaceRenderer, FaceStyle, envelope, expression
+from femo.data.synth_voice import synth_voice
+
+#: Subgroup columns and their values; ``--plant-bias`` accepts any COLUMN=VALUE of these.
+SUBGROUPS: dict[str, tuple[str, ...]] = {
+    "sex": ("f", "m"),
+    "age_group": ("young", "adult", "senior"),
+    "skin_tone": ("light", "medium", "dark"),
+    "culture": ("A", "B", "C"),
+}
+SKIN: dict[str, tuple[int, int, int]] = {"light": (236, 200, 172), "medium": (196, 146, 106), "dark": (118, 80, 56)}
+HAIR: tuple[tuple[int, int, int], ...] = ((30, 25, 20), (85, 55, 30), (190, 160, 90), (125, 60, 30))
+GREY: tuple[tuple[int, int, int], ...] = ((175, 175, 175), (215, 215, 210))
+HEADWEAR: dict[str, str] = {"A": "none", "B": "band", "C": "hat"}
+DISPLAY_RULE: dict[str, float] = {"A": 1.0, "B": 0.8, "C": 1.15}
+#: Confusable class pairs: annotators' wrong votes go to the partner 60% of the time.
+CONFUSABLE: dict[str, str] = {"happy": "surprise", "sad": "neutral", "neutral": "sad", "angry": "disgust",
+                              "surprise": "fear", "disgust": "angry", "fear": "surprise"}
+BIAS_INTENSITY_SCALE = 0.4
+BIAS_LABEL_NOISE = 0.25
+N_ANNOTATORS = 10
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Size and content of a synthetic dataset.
+
+    clips: number of clips. seed: the only source of randomness. size: frame side (pixels, even).
+    fps: frame rate. seconds: clip length. subjects: distinct identities (>= 5 for 5 folds).
+    plant_bias: (column, value) of a subgroup, or None. workers: processes (0 = all cores).
+    """
+
+    clips: int = 392
+    seed: int = 0
+    size: int = 192
+    fps: float = 15.0
+    seconds: float = 2.0
+    subjects: int = 40
+    plant_bias: tuple[str, str] | None = None
+    workers: int = 0
+
+    def __post_init__(self):
+        if self.clips < 1 or self.subjects < 5 or self.size < 64 or self.size % 2 or self.seconds <= 0 or self.fps <= 0:
+            raise ValueError(f"invalid SynthConfig {self}: need clips >= 1, subjects >= 5, even size >= 64, "
+                             "positive seconds and fps")
+        if self.plant_bias is not None:
+            column, value = self.plant_bias
+            if column not in SUBGROUPS or value not in SUBGROUPS[column]:
+                options = ", ".join(f"{c}={'|'.join(v)}" for c, v in SUBGROUPS.items())
+                raise ValueError(f"unknown bias subgroup {column}={value}; choose one of {options}")
+
+
+def parse_bias(text: str | None) -> tuple[str, str] | None:
+    """``"skin_tone=dark"`` -> ("skin_tone", "dark"); None stays None."""
+    if not text:
+        return None
+    if "=" not in text:
+        raise ValueError(f"--plant-bias expects COLUMN=VALUE (e.g. skin_tone=dark), got {text!r}")
+    column, value = (part.strip() for part in text.split("=", 1))
+    return column, value
+
+
+def plan_subjects(cfg: SynthConfig, rng: np.random.Generator) -> pd.DataFrame:
+    """One row per subject: id, fold, subgroup columns and drawing identity (face size, colours)."""
+    n = cfg.subjects
+    table = {"subject": [f"s{i:03d}" for i in range(n)]}
+    for column, values in SUBGROUPS.items():  # balanced, then shuffled independently
+        table[column] = rng.permutation(np.resize(np.array(values), n))
+    table["fold"] = rng.permutation(np.resize(np.arange(1, 6), n))
+    df = pd.DataFrame(table)
+    df["face_w"] = rng.uniform(0.25, 0.31, n)
+    df["face_h"] = rng.uniform(0.34, 0.40, n)
+    df["eye_dx"] = rng.uniform(0.095, 0.125, n)
+    df["speaker_f0"] = rng.uniform(0.85, 1.15, n)
+    jitter = rng.integers(-12, 13, size=(n, 3))
+    df["skin"] = [tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(SKIN[t], jit))
+                  for t, jit in zip(df["skin_tone"], jitter)]
+    df["hair"] = [GREY[rng.integers(len(GREY))] if age == "senior" else HAIR[rng.integers(len(HAIR))]
+                  for age in df["age_group"]]
+    return df
+
+
+def _other(rng: np.random.Generator, emotion: str) -> str:
+    return str(rng.choice([c for c in CLASSES if c != emotion]))
+
+
+def _votes(rng: np.random.Generator, label: str, intensity: float) -> list[int]:
+    """Vote counts over CLASSES from N_ANNOTATORS annotators of a clip whose label is ``label``."""
+    p_right = float(np.clip(0.3 + 0.65 * intensity, 0.3, 0.95))
+    counts = dict.fromkeys(CLASSES, 0)
+    for _ in range(N_ANNOTATORS):
+        if rng.random() < p_right:
+            counts[label] += 1
+        elif rng.random() < 0.6:
+            counts[CONFUSABLE[label]] += 1
+        else:
+            counts[_other(rng, label)] += 1
+    return [counts[c] for c in CLASSES]
+
+
+def plan_clips(cfg: SynthConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(clips, subjects): every per-clip choice, made up front from ``cfg.seed``."""
+    rng = np.random.default_rng(cfg.seed)
+    subjects = plan_subjects(cfg, rng)
+    n = cfg.clips
+    df = pd.DataFrame({"clip_id": [f"synth_{i:05d}" for i in range(n)]})
+    df["path"] = "clips/" + df["clip_id"] + ".mp4"
+    df["true_emotion"] = rng.permutation(np.resize(np.array(CLASSES), n))
+    df["subject"] = rng.permutation(np.resize(subjects["subject"].to_numpy(), n))
+    df = df.merge(subjects[["subject", "fold", *SUBGROUPS]], on="subject", how="left")
+    df["informative"] = rng.permutation(np.resize(np.array(["face", "audio", "both"]), n))
+    df["face_emotion"] = [_other(rng, e) if inf == "audio" else e for e, inf in zip(df["true_emotion"], df["informative"])]
+    df["voice_emotion"] = [_other(rng, e) if inf == "face" else e for e, inf in zip(df["true_emotion"], df["informative"])]
+    intensity = rng.uniform(0.5, 1.0, n) * df["culture"].map(DISPLAY_RULE).to_numpy()
+    biased = np.zeros(n, bool)
+    if cfg.plant_bias is not None:
+        biased = (df[cfg.plant_bias[0]] == cfg.plant_bias[1]).to_numpy()
+        intensity = np.where(biased, intensity * BIAS_INTENSITY_SCALE, intensity)
+    df["intensity"] = np.round(intensity, 4)
+    df["expression_region"] = np.where(rng.random(n) < 0.2, "mouth", "full")
+    df["low_light"] = rng.random(n) < 0.15
+    df["occluded"] = rng.random(n) < 0.15
+    df["occluder_region"] = np.where(df["occluded"], np.where(rng.random(n) < 0.5, "mouth", "eyes"), "none")
+    turned = rng.random(n) < 0.2
+    yaw = np.where(turned, rng.choice([-1, 1], n) * rng.uniform(20, 35, n), rng.normal(0, 6, n))
+    df["head_yaw"] = np.round(yaw, 1)
+    df["has_audio_track"] = rng.random(n) >= 0.05
+    df["snr_db"] = np.where(df["has_audio_track"], np.round(rng.uniform(3, 30, n), 1), np.nan)
+    df["face_absent_frac"] = np.where(rng.random(n) < 0.05, np.round(rng.uniform(0.3, 0.5, n), 2), 0.0)
+    flipped = biased & (rng.random(n) < BIAS_LABEL_NOISE)
+    df["label_flipped"] = flipped
+    df["label"] = [_other(rng, e) if f else e for e, f in zip(df["true_emotion"], flipped)]
+    votes = np.array([_votes(rng, lab, inten) for lab, inten in zip(df["label"], df["intensity"])])
+    for j, c in enumerate(CLASSES):
+        df[f"vote_{c}"] = votes[:, j]
+    df["background"] = [tuple(int(v) for v in rng.integers(90, 210, 3)) for _ in range(n)]
+    onset = rng.uniform(0.0, 0.25, n)
+    offset = rng.uniform(0.8, 1.0, n)
+    df["dynamics"] = [tuple(float(v) * cfg.seconds for v in d) for d in zip(
+        onset, onset + rng.uniform(0.15, 0.35, n), offset - rng.uniform(0.1, 0.3, n), offset)]
+    df["absent_start"] = rng.uniform(0, 1, n)
+    df["sway"] = [tuple(rng.uniform(0, 2 * np.pi, 2)) for _ in range(n)]
+    return df, subjects
+
+
+#: Manifest column order (the rest of the plan only drives rendering).
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "clip_id", "path", "label", "subject", "fold", *SUBGROUPS, "informative", "true_emotion",
+    "face_emotion", "voice_emotion", "intensity", "expression_region", "low_light", "occluded",
+    "occluder_region", "head_yaw", "snr_db", "has_audio_track", "face_absent_frac", "label_flipped",
+    *(f"vote_{c}" for c in CLASSES),
+)
+
+
+def _style(spec: dict[str, Any], subject: dict[str, Any]) -> FaceStyle:
+    return FaceStyle(face_w=subject["face_w"], face_h=subject["face_h"], eye_dx=subject["eye_dx"],
+                     skin=subject["skin"], hair=subject["hair"], background=spec["background"],
+                     long_hair=subject["sex"] == "f", wrinkles=subject["age_group"] == "senior",
+                     headwear=HEADWEAR[subject["culture"]], yaw=float(spec["head_yaw"]))
+
+
+def render_frames(spec: dict[str, Any], subject: dict[str, Any], cfg: SynthConfig,
+                  rng: np.random.Generator) -> np.ndarray:
+    """(N, S, S, 3) uint8 frames of one planned clip (N = round(seconds * fps))."""
+    renderer = FaceRenderer(_style(spec, subject), cfg.size)
+    n = int(round(cfg.seconds * cfg.fps))
+    t = np.arange(n) / cfg.fps
+    level = envelope(t, *spec["dynamics"]) * spec["intensity"]  # (N,)
+    absent = np.zeros(n, bool)
+    if spec["face_absent_frac"] > 0:
+        length = int(round(spec["face_absent_frac"] * n))
+        start = int(spec["absent_start"] * (n - length))
+        absent[start:start + length] = True
+    amp = cfg.size * 0.012  # head sway of about 1% of the frame side
+    frames = np.empty((n, cfg.size, cfg.size, 3), np.uint8)
+    for i in range(n):
+        if absent[i]:
+            frames[i] = renderer.blank()
+            continue
+        shift = (int(round(amp * np.sin(1.3 * t[i] + spec["sway"][0]))),
+                 int(round(amp * 0.5 * np.sin(0.9 * t[i] + spec["sway"][1]))))
+        params = expression(spec["face_emotion"], float(level[i]), region=spec["expression_region"])
+        frames[i] = renderer.frame(params, occluder=spec["occluder_region"], shift=shift)
+    if spec["low_light"]:
+        dark = frames.astype(np.float32) * 0.3 + rng.normal(0.0, 4.0, frames.shape)
+        frames = np.clip(dark, 0, 255).astype(np.uint8)
+    return frames
+
+
+def render_audio(spec: dict[str, Any], subject: dict[str, Any], cfg: SynthConfig,
+                 rng: np.random.Generator) -> np.ndarray | None:
+    """(round(seconds * 16000),) float32 voice of one planned clip, or None without an audio track."""
+    if not spec["has_audio_track"]:
+        return None
+    return synth_voice(emotion=spec["voice_emotion"], intensity=min(1.0, spec["intensity"]), sex=subject["sex"],
+                       seconds=cfg.seconds, snr_db=float(spec["snr_db"]), rng=rng,
+                       speaker_f0=subject["speaker_f0"], sample_rate=SAMPLE_RATE)
+
+
+def render_clip(spec: dict[str, Any], subject: dict[str, Any], cfg: SynthConfig, out: str) -> str:
+    """Render and write one clip to ``out/spec['path']``; returns the clip id."""
+    rng = np.random.default_rng([cfg.seed, int(spec["clip_id"].split("_")[-1])])
+    frames = render_frames(spec, subject, cfg, rng)
+    audio = render_audio(spec, subject, cfg, rng)
+    write_video(Path(out) / spec["path"], frames, fps=cfg.fps, audio=audio, sample_rate=SAMPLE_RATE)
+    return spec["clip_id"]
+
+
+def _meta(cfg: SynthConfig) -> ManifestMeta:
+    bias = None
+    if cfg.plant_bias is not None:
+        bias = {"column": cfg.plant_bias[0], "value": cfg.plant_bias[1],
+                "intensity_scale": BIAS_INTENSITY_SCALE, "label_noise": BIAS_LABEL_NOISE}
+    extra = {"generator": "femo.data.synth", "config": {**asdict(cfg), "plant_bias": cfg.plant_bias and list(cfg.plant_bias)},
+             "planted_bias": bias, "subgroups": {c: list(v) for c, v in SUBGROUPS.items()},
+             "annotators": N_ANNOTATORS, "sample_rate": SAMPLE_RATE}
+    extra["config"].pop("workers")
+    return ManifestMeta(dataset="synthetic", classes=CLASSES, extra=extra)
+
+
+def generate(out: str | Path, config: SynthConfig = SynthConfig(), *,
+             log: Callable[[str], None] = print) -> Path:
+    """Write the dataset under ``out`` (clips/, manifest.csv, manifest.meta.json); returns the manifest path.
+
+    Clips are rendered in a process pool; each clip's randomness comes from (seed, clip index), so
+    the output does not depend on the number of workers.
+    """
+    out = Path(out)
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    plan, subjects = plan_clips(config)
+    by_subject = {row["subject"]: row for row in subjects.to_dict("records")}
+    specs = plan.to_dict("records")
+    workers = config.workers or os.cpu_count() or 1
+    start = time.perf_counter()
+    if workers == 1:
+        for spec in specs:
+            render_clip(spec, by_subject[spec["subject"]], config, str(out))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            jobs = [pool.submit(render_clip, s, by_subject[s["subject"]], config, str(out)) for s in specs]
+            for job in jobs:
+                job.result()
+    log(f"rendered {len(specs)} clips with {workers} worker(s) in {time.perf_counter() - start:.1f} s")
+    manifest = plan[list(MANIFEST_COLUMNS)].copy()
+    manifest["path"] = [str((out / p).absolute()) for p in manifest["path"]]
+    return write_manifest(manifest, out / "manifest.csv", _meta(config))

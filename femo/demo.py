@@ -1,0 +1,214 @@
+"""Where a report notebook's data and trained run come from.
+
+Every notebook starts with ``paths = femo.demo.resolve(data=data, run_dir=run_dir)``:
+
+* both empty: a small synthetic smoke set (:data:`SMOKE`) is built once, extracted, and a small
+  fusion model trained on fold 1, all cached under ``<femo cache>/demo/<key>/`` (key = femo
+  version + smoke settings). A lock file makes concurrent notebook runs wait for one build
+  instead of racing; ``done.json`` is written last, so a killed build is redone from scratch.
+* ``data`` = a manifest CSV (its feature store is ``<folder>/store`` for ``manifest.csv``, else
+  ``<folder>/<stem>_store``, extracted on first use), a feature-store folder (``store.json``),
+  or a folder holding ``manifest.csv``.
+* ``run_dir`` = a trained run folder (``femo train --out RUN``); with ``data`` given and no
+  ``run_dir``, :attr:`DemoPaths.run` raises a message saying how to get one.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import femo
+from femo.assets import cache_dir
+
+
+@dataclass(frozen=True)
+class SmokeSettings:
+    """Size of the cached demo: synthetic clips/subjects/seconds/frame side, training epochs, fold."""
+
+    clips: int = 70
+    subjects: int = 10
+    seconds: float = 1.0
+    size: int = 128
+    epochs: int = 3
+    fold: int = 1
+    seed: int = 0
+
+    @property
+    def key(self) -> str:
+        """Cache folder name: femo version + every setting."""
+        return f"v{femo.__version__}-" + "-".join(f"{k}{v}" for k, v in asdict(self).items())
+
+
+SMOKE = SmokeSettings()
+
+
+class DemoError(FileNotFoundError):
+    """A data or run path is missing or is not what femo expects; the message names it."""
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Resolved inputs of a report: manifest CSV (may be None for a bare store), feature store, run."""
+
+    manifest: Path | None
+    store: Path
+    run_path: Path | None = None
+
+    @property
+    def run(self) -> Path:
+        """The trained run folder; raises :class:`DemoError` when none was given."""
+        if self.run_path is None:
+            raise DemoError(f"no trained run for {self.store}: pass run_dir (`femo report --run RUN`) "
+                            f"or train one with `femo train {self.store} --out RUN`")
+        return self.run_path
+
+
+def resolve(*, data: str = "", run_dir: str = "", cache: str | Path | None = None,
+            log: Callable[[str], None] = print) -> DemoPaths:
+    """The manifest, feature store and run a notebook should use (see the module docstring)."""
+    run = _existing_run(run_dir) if run_dir else None
+    if not data:
+        demo = build_demo(cache=cache, log=log)
+        return DemoPaths(demo.manifest, demo.store, run or demo.run_path)
+    manifest, store = resolve_data(data, log=log)
+    return DemoPaths(manifest, store, run)
+
+
+def resolve_data(data: str | Path, *, log: Callable[[str], None] = print) -> tuple[Path | None, Path]:
+    """``data`` (manifest CSV, store folder, or folder with manifest.csv) -> (manifest, store)."""
+    path = Path(data).expanduser().resolve()
+    if not path.exists():
+        raise DemoError(f"data path not found: {path}")
+    if path.is_dir() and (path / "store.json").is_file():
+        from femo.data.store import read_meta
+
+        recorded = read_meta(path).manifest
+        manifest = Path(recorded) if recorded and Path(recorded).is_file() else None
+        return manifest, path
+    if path.is_dir():
+        if not (path / "manifest.csv").is_file():
+            raise DemoError(f"{path}: neither a feature store (store.json) nor a folder with manifest.csv")
+        path = path / "manifest.csv"
+    if path.suffix.lower() != ".csv":
+        raise DemoError(f"{path}: expected a manifest .csv, a feature-store folder or a folder with manifest.csv")
+    store = store_for(path)
+    with _locked(store.with_name(store.name + ".lock")):
+        if not (store / "index.csv").is_file():
+            log(f"extracting features of {path} into {store}")
+            _extract(path, store)
+    return path, store
+
+
+def store_for(manifest: Path) -> Path:
+    """The default feature-store folder of a manifest: ``store`` beside ``manifest.csv``, else ``<stem>_store``."""
+    name = "store" if manifest.name == "manifest.csv" else f"{manifest.stem}_store"
+    return manifest.parent / name
+
+
+def pick_embeddings(store: str | Path, name: str = "") -> str | None:
+    """Cached embeddings to train on: ``name``, or the first found for "" (None when there are none),
+    or None for "none" (the model then runs its own frame CNN on the face crops)."""
+    found = sorted(p.name for p in (Path(store) / "embeddings").glob("*") if (p / "meta.json").is_file())
+    if name == "none" or (not name and not found):
+        return None
+    if not name:
+        return found[0]
+    if name not in found:
+        raise DemoError(f"{store}: no cached embeddings {name!r}; found {found or 'none'} "
+                        f"(cache them with `femo extract MANIFEST --out STORE --embed {name}`)")
+    return name
+
+
+def _existing_run(run_dir: str | Path) -> Path:
+    path = Path(run_dir).expanduser().resolve()
+    if not path.is_dir():
+        raise DemoError(f"run_dir not found: {path}")
+    if not (path / "config.json").is_file():
+        raise DemoError(f"{path}: not a run folder (config.json missing); train one with `femo train STORE --out RUN`")
+    return path
+
+
+def build_demo(*, settings: SmokeSettings = SMOKE, cache: str | Path | None = None,
+               log: Callable[[str], None] = print) -> DemoPaths:
+    """Build (once) and return the cached smoke set: synthetic clips, feature store, trained run."""
+    root = cache_dir(cache) / "demo"
+    final = root / settings.key
+    if not (final / "done.json").is_file():
+        with _locked(root / f"{settings.key}.lock"):
+            if not (final / "done.json").is_file():
+                _build(final, settings, log)
+    return DemoPaths(final / "data" / "manifest.csv", final / "store", final / "run")
+
+
+def _build(final: Path, settings: SmokeSettings, log: Callable[[str], None]) -> None:
+    """Build into ``final``; ``done.json`` is written last, so an interrupted build is redone."""
+    from femo.data.synth import SynthConfig, generate
+
+    shutil.rmtree(final, ignore_errors=True)
+    started = time.monotonic()
+    log(f"building the demo set in {final} (once; later runs reuse it)")
+    manifest = generate(final / "data", SynthConfig(clips=settings.clips, subjects=settings.subjects,
+                                                     seconds=settings.seconds, size=settings.size,
+                                                     seed=settings.seed), log=log)
+    _extract(manifest, final / "store")
+    cache_embeddings(final / "store", log=log)
+    _train(final / "store", final / "run", settings)
+    seconds = round(time.monotonic() - started, 1)
+    (final / "done.json").write_text(json.dumps({**asdict(settings), "seconds": seconds}) + "\n")
+    log(f"demo set ready in {seconds:.0f} s")
+
+
+#: Frame encoders tried, in order, for cached embeddings (the first whose weights are provisioned).
+EMBEDDING_ENCODERS: tuple[str, ...] = ("faceapi", "fer_xception")
+
+
+def cache_embeddings(store: str | Path, *, log: Callable[[str], None] = print) -> str | None:
+    """Cache frozen face-encoder embeddings in ``store`` with the first provisioned encoder of
+    :data:`EMBEDDING_ENCODERS`; returns its name, or None (with a message) when none is provisioned."""
+    from femo.embed import cache_embeddings as embed
+
+    for name in EMBEDDING_ENCODERS:
+        try:
+            embed(store, encoder=name, progress=False)
+        except FileNotFoundError as exc:  # weights not provisioned (MissingModelError / MissingWeightsError)
+            log(f"embeddings {name}: skipped ({exc})")
+            continue
+        return name
+    log("no face-encoder weights provisioned (`femo models fetch --face-weights`); "
+        "models will run their own frame CNN on the face crops")
+    return None
+
+
+def _extract(manifest: Path, store: Path) -> None:
+    from femo import cli
+
+    rc = cli.main(["extract", str(manifest), "--out", str(store), "--no-progress"])
+    if rc not in (0, 1):  # 1 = some clips failed (recorded in the index); 2 = bad input
+        raise DemoError(f"`femo extract {manifest} --out {store}` failed with status {rc}")
+
+
+def _train(store: Path, run: Path, settings: SmokeSettings) -> None:
+    from femo.config import ModelConfig, TrainConfig
+    from femo.train import train
+
+    model = ModelConfig(dim=64, temporal="mean", fusion="gated", embeddings=pick_embeddings(store))
+    train(store, out=run, model=model, train=TrainConfig(epochs=settings.epochs, lr=1e-3, seed=settings.seed),
+          fold=settings.fold, progress=False)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,121 @@
+"""Cache frozen frame-encoder features for every clip of a feature store.
+
+``STORE/embeddings/<name>/<clip_id>.npy`` holds ``(T, out_dim) float16``: one row per sampled
+frame, computed from the clip's ``faces`` array; rows where ``face_found`` is False are zeros
+(the mask stays in the clip's ``face_found``). ``meta.json`` beside them records the encoder
+and the feature size; ``errors.csv`` lists clips that could not be embedded (they are skipped,
+the job goes on). The job is resumable: existing files are kept unless ``force``; every file is
+written to a temporary name and renamed, so a killed run never leaves a partial file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from femo.data.store import StoreError, ok_clips, read_clip, read_index
+from femo.models.frames import build_frame_encoder
+
+
+def embeddings_dir(store: str | Path, name: str) -> Path:
+    """Folder of the cached embeddings called ``name`` inside ``store``."""
+    return Path(store) / "embeddings" / name
+
+
+def cache_embeddings(store: str | Path, *, encoder: str | nn.Module = "faceapi", name: str | None = None,
+                     batch_size: int = 64, force: bool = False, progress: bool = True) -> Path:
+    """Embed the faces of every ok clip of ``store``; returns the embeddings folder.
+
+    encoder: a :data:`femo.models.frames.FRAME_ENCODERS` name (built frozen, default weights)
+    or a module mapping (N, 3, S, S) float in [0, 1] to (N, D) with an ``out_dim`` attribute.
+    name: folder name (default: the encoder's ``name``). batch_size: frames per forward pass.
+    """
+    if isinstance(encoder, str):
+        encoder = build_frame_encoder(encoder, freeze="frozen")
+    name = name or getattr(encoder, "name", None)
+    if not name:
+        raise ValueError("cache_embeddings: pass name= for an encoder without a .name attribute")
+    out_dir = embeddings_dir(store, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clip_ids = [str(c) for c in ok_clips(read_index(store))["clip_id"]]
+    todo = [c for c in clip_ids if force or not (out_dir / f"{c}.npy").is_file()]
+    errors: list[dict[str, str]] = []
+    encoder.eval()
+    with torch.inference_mode():
+        for group in _groups(store, todo, batch_size, errors, progress):
+            _embed_group(encoder, group, out_dir)
+    _atomic_text(out_dir / "meta.json", json.dumps(
+        {"encoder": name, "out_dim": int(getattr(encoder, "out_dim", 0)), "dtype": "float16",
+         "n_clips": len(clip_ids), "n_failed": len(errors)}, indent=2))
+    if errors:
+        _atomic_text(out_dir / "errors.csv", pd.DataFrame(errors).to_csv(index=False))
+    return out_dir
+
+
+def _groups(store, clip_ids, batch_size, errors, progress):
+    """Yield lists of (clip_id, faces, face_found) holding about ``batch_size`` found frames."""
+    group, frames = [], 0
+    for clip_id in tqdm(clip_ids, desc="embed", unit="clip", disable=not progress):
+        try:
+            arrays = read_clip(store, clip_id)
+            faces, found = arrays["faces"], arrays["face_found"].astype(bool)
+            if faces.ndim != 4 or faces.shape[-1] != 3 or len(found) != len(faces):
+                raise StoreError(f"clip {clip_id}: faces {faces.shape} / face_found {found.shape} malformed")
+        except StoreError as exc:
+            errors.append({"clip_id": clip_id, "error": str(exc)})
+            continue
+        group.append((clip_id, faces, found))
+        frames += int(found.sum())
+        if frames >= batch_size:
+            yield group
+            group, frames = [], 0
+    if group:
+        yield group
+
+
+def _embed_group(encoder: nn.Module, group, out_dir: Path) -> None:
+    """Run the found frames of a group of clips in one batch and write one file per clip."""
+    crops = [faces[found] for _, faces, found in group]
+    stacked = np.concatenate(crops) if crops else np.zeros((0,))
+    feats = None
+    if len(stacked):
+        x = torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, S, S)
+        feats = encoder(x).float().cpu().numpy()  # (N, D)
+    dim = feats.shape[1] if feats is not None else int(encoder.out_dim)
+    start = 0
+    for clip_id, faces, found in group:
+        out = np.zeros((len(faces), dim), np.float16)  # (T, D); zero rows where no face
+        n = int(found.sum())
+        if n:
+            out[found] = feats[start:start + n]
+            start += n
+        _atomic_npy(out_dir / f"{clip_id}.npy", out)
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

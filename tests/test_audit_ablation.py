@@ -1,0 +1,196 @@
+"""Modality ablation: subset masking, exact and per-clip Shapley values, condition slices, and the
+planted-truth check (the modality carrying the label gets the largest share)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from audit_doubles import C, LateFusionDouble, planted_data, split_batches, train_double
+from femo.audit import ablation as ab
+from femo.audit import ablation_slices as sl
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    model = train_double(planted_data(480, seed=1)[0], steps=300)
+    batch, index = planted_data(480, seed=0)
+    long = ab.evaluate_subsets(model, split_batches(batch, 96), classes=("a", "b", "c"))
+    return batch, index, model, long, ab.wide_predictions(long, index)
+
+
+def test_subset_names_and_order():
+    subsets = ab.all_subsets()
+    assert len(subsets) == 7
+    assert ab.subset_name(("audio", "face")) == "face+audio"
+    with pytest.raises(ValueError, match="unknown modality"):
+        ab.subset_name(("face", "pose"))
+
+
+@pytest.mark.parametrize("mask_shape", ["per_frame", "partly_missing"])
+def test_mask_batch_keeps_shapes_and_only_switches_off(mask_shape):
+    batch, _ = planted_data(8)
+    if mask_shape == "partly_missing":
+        batch["face_mask"][:, 0] = False
+    out = ab.mask_batch(batch, ["face"])
+    assert out["face_mask"].equal(batch["face_mask"])
+    assert out["landmarks_mask"].shape == (8, 4) and not out["landmarks_mask"].any()
+    assert out["audio_mask"].shape == (8,) and not out["audio_mask"].any()
+    assert batch["audio_mask"].all()  # the input is untouched
+
+
+def test_evaluate_subsets_rows_and_fused_equals_unmasked(planted):
+    batch, _, model, long, wide = planted
+    assert set(long["subset"]) == {"face", "landmarks", "audio", "face+landmarks", "face+audio",
+                                   "landmarks+audio", "fused"}
+    assert len(long) == 7 * 480
+    fused = long[long["subset"] == "fused"].sort_values("index")
+    with torch.no_grad():
+        probs = torch.softmax(model(batch)["logits"], -1).numpy()
+    assert fused[["p_a", "p_b", "p_c"]].to_numpy() == pytest.approx(probs, abs=1e-5)
+    assert list(wide.columns[:2]) == ["index", "label"] and "pred_face+audio" in wide.columns
+    assert "informative" in wide.columns and len(wide) == 480
+
+
+def test_write_subset_predictions(planted, tmp_path):
+    _, index, _, long, _ = planted
+    files = ab.write_subset_predictions(long, tmp_path, meta=index, classes=("a", "b", "c"))
+    assert {p.name for p in files} >= {"predictions_face.csv", "predictions_audio.csv", "predictions_fused.csv"}
+    frame = pd.read_csv(tmp_path / "predictions_audio.csv")
+    assert frame.columns[0] == "clip_id" and len(frame) == 480
+    assert set(frame["label"]) <= {"a", "b", "c"} and "subject" in frame.columns
+
+
+def test_shapley_values_exact_on_known_games():
+    additive = {"face": 0.3, "landmarks": 0.1, "audio": 0.2}
+    phi = ab.shapley_values(lambda s: sum(additive[m] for m in s))
+    assert phi == pytest.approx(additive)
+    # only face and audio together create value: they split it, landmarks gets nothing
+    phi = ab.shapley_values(lambda s: 1.0 if {"face", "audio"} <= s else 0.0)
+    assert phi == pytest.approx({"face": 0.5, "landmarks": 0.0, "audio": 0.5})
+
+
+def test_shapley_uar_efficiency(planted):
+    wide = planted[4]
+    table = ab.shapley_uar(wide, C)
+    uar_fused = ab.subset_value_table(wide, C)[frozenset(ab.all_subsets()[-1])]
+    assert table["shapley"].sum() == pytest.approx(uar_fused - 1 / C)
+    assert table["share"].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("informative,expected", [("face", "face"), ("landmarks", "landmarks"), ("audio", "audio")])
+def test_planted_modality_gets_largest_shapley_share(planted, informative, expected):
+    wide = planted[4]
+    table = ab.shapley_uar(wide[wide["informative"] == informative], C).set_index("modality")
+    assert table["share"].idxmax() == expected
+    assert table.loc[expected, "share"] > 0.6
+
+
+def test_audio_contribution_rises_in_low_light(planted):
+    wide = planted[4]
+    part = wide[wide["informative"] == "both"]
+    shap = sl.slice_shapley(part, C, rules=[sl.SliceRule("dark", "low_light", "true"),
+                                            sl.SliceRule("lit", "low_light", "false")]).set_index(["slice", "modality"])
+    assert shap.loc[("dark", "audio"), "shapley"] > shap.loc[("lit", "audio"), "shapley"] + 0.05
+    assert shap.loc[("dark", "audio"), "share"] > shap.loc[("dark", "face"), "share"]
+
+
+def test_clip_shapley_sums_to_full_minus_empty(planted):
+    batch, _, model, _, _ = planted
+    small = {k: v[:12] for k, v in batch.items()}
+    phi = ab.clip_shapley(model, [small])
+    with torch.no_grad():
+        full = torch.softmax(model(small)["logits"], -1)
+        empty = torch.softmax(model(ab.mask_batch(small, []))["logits"], -1)
+    idx = small["label"]
+    expected = (full[range(12), idx] - empty[range(12), idx]).numpy()
+    got = phi[["phi_face", "phi_landmarks", "phi_audio"]].sum(axis=1).to_numpy()
+    assert got == pytest.approx(expected, abs=1e-5)
+    shares = ab.clip_shares(phi)
+    assert shares.sum() == pytest.approx(1.0)
+
+
+def test_clip_shapley_planted_audio_clips():
+    model = train_double(planted_data(240, seed=1)[0], steps=200)
+    batch, index = planted_data(240, seed=2)
+    audio_rows = np.flatnonzero(index["informative"] == "audio")[:24]
+    sub = {k: v[audio_rows] for k, v in batch.items()}
+    shares = ab.clip_shares(ab.clip_shapley(model, [sub]))
+    assert shares.idxmax() == "audio"
+
+
+def test_slice_masks_thresholds():
+    frame = pd.DataFrame({"brightness": np.linspace(0, 1, 101), "yaw": np.linspace(-50, 50, 101),
+                          "snr_db": np.linspace(0, 40, 101), "has_audio": ["True"] * 100 + ["False"]})
+    masks = sl.slice_masks(frame)
+    assert masks["low_light"][0].sum() == 25  # strictly below the 25% quantile (0.25)
+    assert masks["head_turned"][0].sum() == 40  # |yaw| > 30
+    assert masks["noisy_audio"][0].sum() == 25  # snr < 10 dB
+    assert masks["no_audio"][0].sum() == 1
+    assert "occluded" not in masks and "all" in masks
+    assert "brightness < 0.25" in masks["low_light"][1]
+    with pytest.raises(ValueError, match="unknown op"):
+        sl.slice_masks(frame, [sl.SliceRule("x", "yaw", ">=", 1.0)])
+
+
+def test_slice_table_and_findings(planted):
+    wide = planted[4]
+    rules = [sl.SliceRule("dark", "low_light", "true", description="rendered dark")]
+    table = sl.slice_table(wide, C, rules=rules, n_boot=100)
+    assert set(table["slice"]) == {"all", "dark"} and len(table) == 14
+    assert (table["uar_low"] <= table["uar"] + 1e-9).all() and (table["uar"] <= table["uar_high"] + 1e-9).all()
+    assert table["n_clusters"].max() == 40
+    both = wide[wide["informative"] == "both"]  # label in face and audio: in the dark only audio tells
+    gains = sl.modality_gains(both, C, rules=rules, n_boot=100)
+    lines = sl.findings(gains)
+    significant = gains[(gains["low"] > 0) | (gains["high"] < 0)]
+    assert len(lines) == len(significant) > 0
+    assert any(line.startswith("In dark clips (rendered dark): audio adds") for line in lines)
+    # same seed, same intervals
+    again = sl.modality_gains(both, C, rules=rules, n_boot=100)
+    assert again["low"].to_numpy() == pytest.approx(gains["low"].to_numpy())
+
+
+def test_findings_skip_intervals_covering_zero():
+    gains = pd.DataFrame([{"slice": "all", "description": "every clip", "modality": "audio", "gain": 0.02,
+                           "low": -0.01, "high": 0.05, "n_clips": 10, "n_clusters": 5},
+                          {"slice": "all", "description": "every clip", "modality": "face", "gain": -0.1,
+                           "low": -0.2, "high": -0.03, "n_clips": 10, "n_clusters": 5}])
+    assert sl.findings(gains) == ["All clips: face costs 10.0 UAR points (95% CI -20.0 to -3.0; 10 clips, 5 subjects)."]
+
+
+def test_subset_intervals_keys(planted):
+    out = sl.subset_intervals(planted[4], C, n_boot=50)
+    assert set(out) == {"face", "landmarks", "audio", "face+landmarks", "face+audio", "landmarks+audio", "fused"}
+    assert out["fused"]["uar_low"] <= out["fused"]["uar"] <= out["fused"]["uar_high"]
+
+
+def test_retrain_subsets_calls_train_per_subset(tmp_path):
+    import dataclasses
+    import json
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        modalities: tuple = ("face", "landmarks", "audio")
+
+    seen = []
+
+    def fake_train(store, *, out, model, epochs):
+        seen.append((model.modalities, epochs))
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps({"uar": 0.1 * len(model.modalities), "war": 0.5}))
+
+    table = ab.retrain_subsets("STORE", tmp_path, model_config=Cfg(), subsets=[("face",), ("face", "audio")],
+                               train_fn=fake_train, epochs=2)
+    assert seen == [(("face",), 2), (("face", "audio"), 2)]
+    assert table["uar"].tolist() == pytest.approx([0.1, 0.2])
+    assert table["subset"].tolist() == ["face", "face+audio"]
+
+
+def test_evaluate_subsets_rejects_wrong_class_names():
+    batch, _ = planted_data(8)
+    with pytest.raises(ValueError, match="class names"):
+        ab.evaluate_subsets(LateFusionDouble(), [batch], classes=("a", "b"))

@@ -1,0 +1,99 @@
+"""Every notebook under notebooks/: follows the conventions, and runs through papermill (femo.run) with
+tiny parameters into a temporary folder, writing a metrics.json with the expected keys and ranges.
+
+The cached demo set (femo.demo) is built once for all of them (the first run takes a few minutes on
+2 cores; later runs reuse it). ``pytest --nbval-lax notebooks/`` runs the same notebooks as stored.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from femo import demo, run
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+#: Smallest settings per notebook (applied only where the notebook declares the parameter).
+TINY: dict[str, dict] = {
+    "01_data": {"n_examples": 2},
+    "02_train": {"epochs": 1},
+    "03_modality_ablation": {"n_boot": 20, "retrain": False},
+    "04_bias_audit": {"n_boot": 20, "n_permutations": 20},
+    "05_attribution": {"n_clips": 2, "ig_steps": 4},
+}
+
+#: Keys each notebook's metrics.json must hold.
+EXPECTED_KEYS: dict[str, set[str]] = {
+    "01_data": {"n_clips", "n_ok", "n_excluded", "n_subjects", "n_classes", "class_counts", "imbalance_ratio"},
+    "02_train": {"uar", "war", "macro_f1", "per_class_recall", "confusion", "protocol", "fold", "n_test"},
+    "03_modality_ablation": {"subset_uar", "shapley_uar", "slices"},
+    "04_bias_audit": {"flagged", "groups"},
+    "05_attribution": {"region_share", "randomisation_similarity"},
+}
+
+
+def _numbers(obj, path: str = ""):
+    """Yield (path, value) for every number inside a JSON value."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+def check_ranges(name: str, metrics: dict) -> None:
+    """Value ranges every report must respect (scores in [0, 1], counts >= 0, all finite)."""
+    for where, value in _numbers(metrics):
+        assert math.isfinite(value), f"{name}: {where} = {value}"
+        leaf = where.rsplit(".", 1)[-1].split("[")[0]
+        if leaf in {"uar", "war", "macro_f1", "ece", "face_found_rate", "audio_rate"} or "recall" in where:
+            assert 0.0 <= value <= 1.0, f"{name}: {where} = {value} outside [0, 1]"
+        if leaf.startswith("n_"):
+            assert value >= 0, f"{name}: {where} = {value} negative"
+    if name == "01_data":
+        assert metrics["n_ok"] + metrics["n_excluded"] == metrics["n_clips"]
+        assert sum(metrics["class_counts"].values()) == metrics["n_ok"]
+        assert metrics["imbalance_ratio"] >= 1.0
+    if name == "02_train":
+        k = len(metrics["per_class_recall"])
+        assert len(metrics["confusion"]) == k and sum(map(sum, metrics["confusion"])) == metrics["n_test"]
+        assert metrics["uar"] == pytest.approx(sum(metrics["per_class_recall"].values()) / k, abs=1e-6)
+        assert "subject" in metrics["protocol"]
+
+
+def test_notebooks_exist() -> None:
+    assert [p.stem for p in NOTEBOOKS][:2] == ["01_data", "02_train"]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_follows_conventions(notebook: Path) -> None:
+    assert run.check_notebook(notebook) == []
+
+
+@pytest.fixture(scope="module")
+def demo_set() -> demo.DemoPaths:
+    """The cached smoke set, built here (not inside a kernel) so a build error surfaces clearly."""
+    return demo.build_demo()
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_with_tiny_parameters(notebook: Path, demo_set: demo.DemoPaths, tmp_path: Path) -> None:
+    declared = run.notebook_parameters(notebook)
+    tiny = {k: v for k, v in TINY.get(notebook.stem, {}).items() if k in declared}
+    report = run.execute(notebook, tmp_path / notebook.stem, run.resolve_parameters(notebook, tiny),
+                         log_progress=False)
+    metrics = json.loads((tmp_path / notebook.stem / "metrics.json").read_text())
+    assert metrics == report.metrics
+    missing = EXPECTED_KEYS.get(notebook.stem, set()) - set(metrics)
+    assert not missing, f"{notebook.name}: metrics.json lacks {sorted(missing)}"
+    check_ranges(notebook.stem, metrics)
+    html = (tmp_path / notebook.stem / f"{notebook.stem}.html").read_text()
+    assert "Sanity checks" in html and "femo.demo.resolve" not in html  # code cells are not exported

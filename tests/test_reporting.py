@@ -1,0 +1,125 @@
+"""femo.reporting: JSON writers, figure helpers, progress lines, headline metrics and the index page."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from femo import reporting  # noqa: E402
+
+CLASSES = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
+
+
+def test_write_metrics_is_numpy_safe(tmp_path: Path) -> None:
+    metrics = {"uar": np.float32(0.25), "n": np.int64(3), "ok": np.bool_(True), "ece": float("nan"),
+               "confusion": np.eye(2, dtype=np.int64), "per_class": pd.Series([0.5, 1.0], index=["a", "b"]),
+               "path": tmp_path}
+    reporting.write_metrics(tmp_path / "out", metrics)
+    data = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert data == {"uar": pytest.approx(0.25), "n": 3, "ok": True, "ece": None, "confusion": [[1, 0], [0, 1]],
+                    "per_class": [0.5, 1.0], "path": str(tmp_path)}
+    assert reporting.read_metrics(tmp_path / "out")["n"] == 3
+    with pytest.raises(TypeError, match="cannot write object"):
+        reporting.write_metrics(tmp_path, {"bad": object()})
+
+
+def test_write_config_records_parameters_and_versions(tmp_path: Path) -> None:
+    path = reporting.write_config(tmp_path, {"epochs": 2, "fusion": "gated"}, notebook="02_train.ipynb")
+    data = json.loads(path.read_text())
+    assert data["parameters"] == {"epochs": 2, "fusion": "gated"}
+    assert data["notebook"] == "02_train.ipynb"
+    assert data["versions"]["femo"] == "0.1.0"
+    assert data["versions"]["torch"].startswith("2.")
+    assert set(data["versions"]) >= {"mediapipe", "python"}
+    assert "git_commit" in data
+
+
+def test_progress_writes_few_whole_lines() -> None:
+    out = io.StringIO()
+    items = list(reporting.progress(range(100), desc="clips", every=0.25, file=out))
+    assert items == list(range(100))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4
+    assert lines[-1].startswith("clips: 100%") and "100/100" in lines[-1]
+    assert "\r" not in out.getvalue()
+
+
+def test_group_columns_prefers_demographics_then_skips_manifest_and_flag_columns() -> None:
+    frame = pd.DataFrame({"clip_id": list("abcd"), "label": ["happy", "sad"] * 2, "subject": list("aabb"),
+                          "culture": ["x", "y", "z", "x"], "sex": ["f", "m", "f", "m"], "age_group": ["young"] * 4,
+                          "brightness": [0.1] * 4, "occluder": ["none", "mouth"] * 2, "age": [20.5, 31.0, 40.2, 50.1]})
+    assert reporting.group_columns(frame) == ["sex", "culture"]
+    assert reporting.group_columns(frame.drop(columns=["sex", "culture"])) == ["occluder"]
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()]
+
+
+def test_confusion_and_recall_figures_are_labelled() -> None:
+    confusion = np.diag(np.arange(1, 8)) + 1
+    fig = reporting.plot_confusion(confusion, CLASSES)
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted class", "true class")
+    assert set(CLASSES) <= set(_texts(fig))
+    annotations = [t.get_text() for t in ax.texts]
+    assert len(annotations) == 49 and annotations[0] == f"{2 / 8:.2f}"
+    fig = reporting.plot_recall(dict(zip(CLASSES, np.linspace(0, 1, 7))), chance=1 / 7)
+    assert fig.axes[0].get_xlabel() == "recall" and set(CLASSES) <= set(_texts(fig))
+
+
+def test_learning_balance_composition_spectrogram_faces(tmp_path: Path) -> None:
+    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2.0, 1.5, 1.2], "val_loss": [2.1, 1.8, 1.7],
+                            "val_uar": [0.2, 0.3, 0.35], "val_war": [0.25, 0.3, 0.4]})
+    fig = reporting.plot_learning_curves(history)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "score"]
+    assert len(fig.axes[1].lines) == 2
+    labels = pd.Series(["happy", "sad", "happy", "fear"], name="label")
+    fig = reporting.plot_class_balance(labels, classes=CLASSES, by=pd.Series(["a", "b", "a", "a"], name="split"))
+    assert fig.axes[0].get_xlabel() == "emotion class" and "fear" in _texts(fig)
+    frame = pd.DataFrame({"label": labels, "sex": ["f", "m", None, "f"]})
+    fig = reporting.plot_composition(frame, "sex", order=CLASSES)
+    assert fig.axes[0].get_ylabel() == "sex"
+    fig = reporting.plot_spectrogram(np.random.default_rng(0).normal(size=(64, 200)))
+    assert fig.axes[0].get_xlabel() == "time (s)"
+    assert fig.axes[0].images[0].get_extent()[1] == pytest.approx(2.0)
+    faces = np.zeros((3, 32, 32, 3), np.uint8)
+    marks = np.full((3, 478, 2), 16.0, np.float32)
+    fig = reporting.plot_faces(faces, points=marks, found=np.array([True, False, True]), titles=["a", "b", "c"])
+    assert "no face" in [t.get_text() for ax in fig.axes for t in ax.texts]
+    reporting.save_figure(fig, tmp_path, "faces")
+    assert (tmp_path / "figures" / "faces.png").stat().st_size > 1000
+    fig = reporting.plot_flags(pd.DataFrame({"brightness": [0.1, 0.5, 0.9], "snr_db": [1.0, 2.0, None]}),
+                               ["brightness", "snr_db", "missing"])
+    assert [ax.get_xlabel() for ax in fig.axes if ax.get_visible()] == ["brightness", "snr_db"]
+
+
+def test_crop_landmarks_repeat_the_alignment() -> None:
+    from femo.features.face import align_face, box_normalise
+
+    rng = np.random.default_rng(0)
+    frame_px = np.column_stack([rng.uniform(60, 140, 478), rng.uniform(40, 160, 478)]).astype(np.float32)
+    frame_px[[33, 133]] = [[80, 90], [90, 92]]  # eyes slightly tilted
+    frame_px[[362, 263]] = [[110, 96], [120, 98]]
+    width, height = 320, 200
+    norm = np.column_stack([frame_px / [width, height], np.zeros(478)]).astype(np.float32)
+    box = np.concatenate([norm[:, :2].min(0), norm[:, :2].max(0)])
+    # Mark a single bright pixel at landmark 0 and find where alignment puts it.
+    frame = np.zeros((height, width, 3), np.uint8)
+    x, y = np.round(frame_px[0]).astype(int)
+    frame_px[0] = [x, y]
+    norm[0, :2] = frame_px[0] / [width, height]
+    frame[y - 1:y + 2, x - 1:x + 2] = 255
+    crop = align_face(frame, frame_px, size=112)
+    peak = np.unravel_index(crop[..., 0].argmax(), crop.shape[:2])
+    points = reporting.crop_landmarks(box_normalise(norm), box, size=112, aspect=width / height)
+    assert points.shape == (478, 2)
+    assert points[0] == pytest.approx([peak[1], peak[0]], abs=2.0)
+

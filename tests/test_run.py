@@ -1,0 +1,148 @@
+"""femo.run / `femo report`: parameter validation, execution, HTML export, index page, reruns."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from femo import cli, run
+
+PARAMS = 'data: str = ""\nrun_dir: str = ""\noutput_dir: str = "."\nseed: int = 0\nscale: float = 1.5\nverbose: bool = False\n'
+GOOD_BODY = [
+    "import femo.reporting\nvalue = scale * 2 + seed",
+    "metrics = {'uar': 0.5, 'war': value / 10, 'n_clips': 7}",
+    "femo.reporting.write_metrics(output_dir, metrics)",
+]
+
+
+def make_notebook(path: Path, body: list[str], params: str = PARAMS) -> Path:
+    """Write a notebook: a title, a `parameters` cell and code cells ``body``; kernel python3."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Test report"), cell]
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in body]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture()
+def notebooks(tmp_path: Path) -> Path:
+    folder = tmp_path / "notebooks"
+    make_notebook(folder / "01_good.ipynb", GOOD_BODY)
+    return folder
+
+
+def test_parameters_are_read_with_types(notebooks: Path) -> None:
+    params = run.notebook_parameters(notebooks / "01_good.ipynb")
+    assert {k: (p.type, p.default) for k, p in params.items()} == {
+        "data": ("str", ""), "run_dir": ("str", ""), "output_dir": ("str", "."), "seed": ("int", 0),
+        "scale": ("float", 1.5), "verbose": ("bool", False)}
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"seed": "3"}, {"seed": 3}), ({"scale": "2"}, {"scale": 2.0}), ({"scale": 2}, {"scale": 2.0}),
+    ({"verbose": "yes"}, {"verbose": True}), ({"verbose": "false"}, {"verbose": False}),
+])
+def test_overrides_are_coerced(notebooks: Path, raw: dict, expected: dict) -> None:
+    assert run.resolve_parameters(notebooks / "01_good.ipynb", raw) == expected
+
+
+def test_unknown_parameter_lists_known_names(notebooks: Path) -> None:
+    with pytest.raises(run.ReportError, match=r"unknown parameter\(s\) \['epochz'\].*'scale'.*'seed'"):
+        run.plan(run.find_notebooks(notebooks), {"epochz": "3"})
+
+
+@pytest.mark.parametrize("key, value", [("seed", "three"), ("seed", 1.5), ("verbose", "maybe"), ("seed", True)])
+def test_wrong_type_is_refused(notebooks: Path, key: str, value) -> None:
+    with pytest.raises(run.ReportError, match=rf"01_good.ipynb: parameter '{key}' expects"):
+        run.resolve_parameters(notebooks / "01_good.ipynb", {key: value})
+
+
+def test_missing_data_path_is_named(notebooks: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "manifest.csv"
+    with pytest.raises(run.ReportError, match="data path not found: .*nowhere/manifest.csv"):
+        run.run_reports(notebooks_dir=notebooks, reports_dir=tmp_path / "reports", data=str(missing))
+    assert not (tmp_path / "reports").exists()
+
+
+def test_bad_assignment_and_unknown_notebook(notebooks: Path) -> None:
+    with pytest.raises(run.ReportError, match="expected key=value"):
+        run.parse_assignments(["epochs"])
+    with pytest.raises(run.ReportError, match=r"no notebook '07'.*01_good"):
+        run.find_notebooks(notebooks, ["07"])
+
+
+def test_report_folder_html_config_index_and_no_overwrite(notebooks: Path, tmp_path: Path) -> None:
+    reports_dir = tmp_path / "reports"
+    reports, index = run.run_reports(notebooks_dir=notebooks, reports_dir=reports_dir, tag="t",
+                                     overrides={"scale": "2.5"}, day="2026-01-02", log=lambda *_: None)
+    (rep,) = reports
+    assert rep.error == ""
+    folder = reports_dir / "2026-01-02_01_good_t"
+    assert rep.folder == folder
+    assert json.loads((folder / "metrics.json").read_text()) == {"n_clips": 7, "uar": 0.5, "war": pytest.approx(0.5)}
+    config = json.loads((folder / "config.json").read_text())
+    assert config["parameters"]["scale"] == 2.5 and config["parameters"]["output_dir"] == str(folder.resolve())
+    assert set(config["versions"]) >= {"femo", "torch", "mediapipe"}
+    html = (folder / "01_good.html").read_text()
+    assert "Test report" in html and "scale * 2" not in html  # code cells are excluded
+    assert (folder / "01_good.ipynb").is_file()
+    assert index == reports_dir / "2026-01-02_t" / "index.html"
+    page = index.read_text()
+    assert "../2026-01-02_01_good_t/01_good.html" in page and "UAR" in page and "0.500" in page
+
+    again, index2 = run.run_reports(notebooks_dir=notebooks, reports_dir=reports_dir, tag="t",
+                                    day="2026-01-02", log=lambda *_: None)
+    assert again[0].folder == reports_dir / "2026-01-02_01_good_t-2"
+    assert index2 == reports_dir / "2026-01-02_t-2" / "index.html"
+    assert json.loads((folder / "metrics.json").read_text())["war"] == pytest.approx(0.5)  # first run intact
+
+    third, _ = run.run_reports(notebooks_dir=notebooks, reports_dir=reports_dir, tag="t", overwrite=True,
+                               day="2026-01-02", log=lambda *_: None)
+    assert third[0].folder == folder
+    assert json.loads((folder / "metrics.json").read_text())["war"] == pytest.approx(0.3)
+
+
+def test_failing_cell_fails_the_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    notebooks = tmp_path / "notebooks"
+    make_notebook(notebooks / "01_broken.ipynb", ["raise ValueError('planted failure 42')"])
+    rc = cli.main(["report", "--notebooks-dir", str(notebooks), "--reports-dir", str(tmp_path / "r"),
+                   "--tag", "x"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "ValueError: planted failure 42" in err
+    assert "01_broken.ipynb" in err and str(tmp_path / "r") in err
+    index = next((tmp_path / "r").glob("*_x/index.html")).read_text()
+    assert "failed" in index and "planted failure 42" in index
+
+
+def test_cli_refuses_bad_parameters_before_running(notebooks: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    rc = cli.main(["report", "--notebooks-dir", str(notebooks), "--reports-dir", str(tmp_path / "r"),
+                   "-p", "seed=abc"])
+    assert rc == 2
+    assert "parameter 'seed' expects int, got 'abc'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_headline_and_index_page() -> None:
+    metrics = {"uar": 0.4123, "war": {"mean": 0.5, "per_fold": [0.5]}, "flagged": [{"attribute": "sex"}],
+               "shapley_uar": {"face": 0.1, "audio": 0.25, "landmarks": -0.01},
+               "region_share": {"overall": {"mouth": 0.6, "eyes": 0.4}}}
+    assert run.headline(metrics) == {"UAR": "0.412", "WAR": "0.500", "flagged disparities": "1",
+                                           "top modality": "audio (+0.250 UAR)", "top face region": "mouth (60%)"}
+    page = run.index_html([
+        {"name": "02_train", "error": "", "seconds": 12.0, "metrics": metrics, "html": "../a/02_train.html",
+         "ipynb": "../a/02_train.ipynb", "metrics_json": "../a/metrics.json"},
+        {"name": "04_bias_audit", "error": "KeyError: <x>", "seconds": 1.0, "metrics": {},
+         "html": "../b/04_bias_audit.html", "ipynb": "../b/04.ipynb", "metrics_json": "../b/metrics.json"}],
+        title="femo reports")
+    assert "<a href='../a/02_train.html'>02_train</a>" in page
+    assert "<dt>UAR</dt><dd>0.412</dd>" in page
+    assert "KeyError: &lt;x&gt;" in page
