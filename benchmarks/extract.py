@@ -5,8 +5,9 @@
 ``synth`` renders clips with :mod:`femo.data.synth` (192 px drawn faces, 2 s, 15 fps, with a
 voice); ``astronaut`` writes 640x360 clips of the skimage astronaut photo moving a little, with a
 tone. ``steady`` rates exclude start-up (imports, model loading, first-call JIT): they count the
-clips finished after the first one per worker over the time since then. Peak RSS is the largest
-summed RSS of the process tree, polled every 0.1 s. Stage columns are median wall ms per clip;
+clips finished after the first one per worker over the time since then. Peak memory is the
+largest summed PSS (shared pages split between processes) of the process tree, polled every
+0.25 s. Stage columns are median wall ms per clip (the CPU ms per stage follow the table);
 ``cpu ms`` is the median process CPU time per clip, and ``cpu-bound f/s`` = workers x T / that:
 the rate an otherwise idle machine with one core per worker would reach (on a shared machine the
 wall-clock rates mostly measure the other tenants). Writes benchmarks/results/extract.json.
@@ -60,8 +61,8 @@ def astronaut_set(folder: Path, clips: int) -> Path:
     return folder / "manifest.csv"
 
 
-class PeakRSS:
-    """Polls the summed RSS of this process and its descendants in a background thread."""
+class PeakMemory:
+    """Polls the summed PSS of this process and its descendants in a background thread."""
 
     def __init__(self) -> None:
         self.peak, self._stop = 0, threading.Event()
@@ -73,13 +74,13 @@ class PeakRSS:
             total = 0
             for p in [me, *me.children(recursive=True)]:
                 try:
-                    total += p.memory_info().rss
+                    total += p.memory_full_info().pss
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
-            time.sleep(0.1)
+            time.sleep(0.25)
 
-    def __enter__(self) -> PeakRSS:
+    def __enter__(self) -> PeakMemory:
         self._thread.start()
         return self
 
@@ -94,32 +95,42 @@ def measure(manifest: Path, workers: int, config: ExtractConfig) -> dict:
     df, meta = read_manifest(manifest)
     done: list[float] = []
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="femo-bench-") as tmp, PeakRSS() as rss:
+    with tempfile.TemporaryDirectory(prefix="femo-bench-") as tmp, PeakMemory() as rss:
         start = time.perf_counter()
+        def record(row: dict) -> None:
+            done.append(time.perf_counter())
+            rows.append(dict(row))
+
         index = run_extraction(df, Path(tmp) / "store", classes=meta.classes, config=config, workers=workers,
-                               progress=False, on_clip=lambda row: (done.append(time.perf_counter()), rows.append(row)))
+                               progress=False, on_clip=record)
         wall = time.perf_counter() - start
     n, t = len(done), config.num_frames
-    steady = (n - workers) / (done[-1] - done[workers - 1]) if n > workers and done[-1] > done[workers - 1] else float("nan")
+    warm = done[workers - 1] if n > workers else float("nan")
+    steady = (n - workers) / (done[-1] - warm) if n > workers and done[-1] > warm else float("nan")
     ok = [r["seconds"] for r in rows if r["seconds"]]
-    median = {k: 1000 * float(np.median([r[k] for r in ok])) for k in (*STAGES, "cpu")}
+    keys = (*STAGES, *(f"cpu_{k}" for k in STAGES), "cpu")
+    median = {k: 1000 * float(np.median([r[k] for r in ok])) for k in keys}
     return {"workers": workers, "clips": n, "ok": int((index["status"] == "ok").sum()),
             "face_ratio": float(index["face_ratio"].mean()), "wall_s": wall,
             "clips_per_s": n / wall, "frames_per_s": n * t / wall,
             "steady_clips_per_s": steady, "steady_frames_per_s": steady * t,
-            "peak_rss_mib": rss.peak / 2**20, "median_ms_per_clip": median,
+            "peak_pss_mib": rss.peak / 2**20, "median_ms_per_clip": median,
             "cpu_bound_frames_per_s": workers * t * 1000 / median["cpu"]}
 
 
 def table(results: list[dict]) -> str:
     head = (f"{'workers':>7} {'clips':>5} {'wall s':>7} {'clips/s':>7} {'frames/s':>8} {'steady f/s':>10} "
-            f"{'RSS MiB':>7} " + " ".join(f"{k + ' ms':>9}" for k in (*STAGES, "cpu")) + f" {'cpu-bound f/s':>13}")
+            f"{'PSS MiB':>7} " + " ".join(f"{k:>7}" for k in STAGES) + f" {'cpu ms':>7} {'cpu-bound f/s':>13}")
     lines = [head]
     for r in results:
-        stages = " ".join(f"{r['median_ms_per_clip'][k]:>9.1f}" for k in (*STAGES, "cpu"))
+        m = r["median_ms_per_clip"]
+        stages = " ".join(f"{m[k]:>7.0f}" for k in STAGES) + f" {m['cpu']:>7.0f}"
         lines.append(f"{r['workers']:>7} {r['clips']:>5} {r['wall_s']:>7.1f} {r['clips_per_s']:>7.2f} "
-                     f"{r['frames_per_s']:>8.1f} {r['steady_frames_per_s']:>10.1f} {r['peak_rss_mib']:>7.0f} "
+                     f"{r['frames_per_s']:>8.1f} {r['steady_frames_per_s']:>10.1f} {r['peak_pss_mib']:>7.0f} "
                      f"{stages} {r['cpu_bound_frames_per_s']:>13.1f}")
+    lines.append("CPU ms per clip by stage (median): " + "; ".join(
+        f"{r['workers']} worker(s): " + ", ".join(f"{k} {r['median_ms_per_clip']['cpu_' + k]:.0f}" for k in STAGES)
+        for r in results))
     return "\n".join(lines)
 
 

@@ -1,2 +1,9 @@
 """femo: multimodal dynamic facial emotion recognition."""
 __version__ = "0.1.0"
+
+
+def load(run):
+    """A :class:`femo.predict.Predictor` for the trained run folder ``run`` (config.json + best.pt)."""
+    from femo.predict import Predictor
+
+    return Predictor.from_run(run)

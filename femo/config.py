@@ -90,6 +90,7 @@ class TrainConfig:
     ``weights`` (inverse-frequency loss weights), ``sampler`` (class-balanced sampling) or ``none``.
     aux_weight: weight of the per-modality heads' loss (keeps each modality's head meaningful).
     augment: flip/brightness jitter of training face crops (no effect on cached embeddings).
+    cache: keep decoded samples in memory across epochs (see ``FeatureDataset``).
     device: ``cpu``, ``cuda`` or ``auto``; amp only ever applies on CUDA.
     """
 
@@ -105,6 +106,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     val_fraction: float = 0.15
     augment: bool = True
+    cache: bool = False
     seed: int = 0
     num_workers: int = 0
     device: str = "cpu"

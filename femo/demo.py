@@ -5,7 +5,7 @@ Every notebook starts with ``paths = femo.demo.resolve(data=data, run_dir=run_di
 * both empty: a small synthetic smoke set (:data:`SMOKE`) is built once, extracted, and a small
   fusion model trained on fold 1, all cached under ``<femo cache>/demo/<key>/`` (key = femo
   version + smoke settings). A lock file makes concurrent notebook runs wait for one build
-  instead of racing; ``done.json`` is written last, so a killed build is redone from scratch.
+  instead of racing; ``done.json`` is written last, and an interrupted build resumes its steps.
 * ``data`` = a manifest CSV (its feature store is ``<folder>/store`` for ``manifest.csv``, else
   ``<folder>/<stem>_store``, extracted on first use), a feature-store folder (``store.json``),
   or a folder holding ``manifest.csv``.
@@ -29,13 +29,15 @@ from femo.assets import cache_dir
 
 @dataclass(frozen=True)
 class SmokeSettings:
-    """Size of the cached demo: synthetic clips/subjects/seconds/frame side, training epochs, fold."""
+    """Size of the cached demo: synthetic clips/subjects/seconds/frame side; training epochs, peak
+    learning rate and test fold of the small model."""
 
     clips: int = 70
     subjects: int = 10
     seconds: float = 1.0
     size: int = 128
-    epochs: int = 3
+    epochs: int = 15
+    lr: float = 3e-3
     fold: int = 1
     seed: int = 0
 
@@ -147,17 +149,19 @@ def build_demo(*, settings: SmokeSettings = SMOKE, cache: str | Path | None = No
 
 
 def _build(final: Path, settings: SmokeSettings, log: Callable[[str], None]) -> None:
-    """Build into ``final``; ``done.json`` is written last, so an interrupted build is redone."""
+    """Build into ``final``; each step resumes what an interrupted build left, ``done.json`` comes last."""
     from femo.data.synth import SynthConfig, generate
 
-    shutil.rmtree(final, ignore_errors=True)
     started = time.monotonic()
     log(f"building the demo set in {final} (once; later runs reuse it)")
-    manifest = generate(final / "data", SynthConfig(clips=settings.clips, subjects=settings.subjects,
-                                                     seconds=settings.seconds, size=settings.size,
-                                                     seed=settings.seed), log=log)
-    _extract(manifest, final / "store")
-    cache_embeddings(final / "store", log=log)
+    manifest = final / "data" / "manifest.csv"
+    if not manifest.is_file():  # written atomically, last, by generate
+        generate(final / "data", SynthConfig(clips=settings.clips, subjects=settings.subjects,
+                                             seconds=settings.seconds, size=settings.size, seed=settings.seed),
+                 log=log)
+    _extract(manifest, final / "store")  # resumable: skips clips already extracted
+    cache_embeddings(final / "store", log=log)  # resumable too
+    shutil.rmtree(final / "run", ignore_errors=True)
     _train(final / "store", final / "run", settings)
     seconds = round(time.monotonic() - started, 1)
     (final / "done.json").write_text(json.dumps({**asdict(settings), "seconds": seconds}) + "\n")
@@ -198,7 +202,7 @@ def _train(store: Path, run: Path, settings: SmokeSettings) -> None:
     from femo.train import train
 
     model = ModelConfig(dim=64, temporal="mean", fusion="gated", embeddings=pick_embeddings(store))
-    train(store, out=run, model=model, train=TrainConfig(epochs=settings.epochs, lr=1e-3, seed=settings.seed),
+    train(store, out=run, model=model, train=TrainConfig(epochs=settings.epochs, lr=settings.lr, seed=settings.seed, cache=True),
           fold=settings.fold, progress=False)
 
 

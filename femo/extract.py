@@ -23,7 +23,9 @@ import glob
 import re
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -52,6 +54,17 @@ class ExtractConfig:
     pose_stride: int = 4
     pitch: str = "yin"
     max_side: int | None = None
+
+    def __post_init__(self) -> None:
+        bad = [f"{k}={getattr(self, k)}" for k, low in (("num_frames", 1), ("face_size", 16), ("pose_stride", 1),
+                                                         ("sample_rate", 8000)) if getattr(self, k) < low]
+        if self.max_side is not None and self.max_side < 32:
+            bad.append(f"max_side={self.max_side}")
+        if self.pitch not in ("yin", "pyin"):
+            bad.append(f"pitch={self.pitch!r} (yin | pyin)")
+        if bad:
+            raise ExtractError(f"invalid extraction settings: {', '.join(bad)} (frames >= 1, face size >= 16, "
+                               "pose stride >= 1, sample rate >= 8000, max side >= 32)")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -92,57 +105,57 @@ class ClipExtractor:
         self.close()
 
     def extract(self, path: str, audio_path: str | None = None) -> tuple[dict, dict, dict]:
-        """All CLIP_KEYS arrays, the condition flags and the seconds spent per stage for one clip."""
+        """All CLIP_KEYS arrays, the condition flags, and wall (``<stage>``) and process CPU
+        (``cpu_<stage>``) seconds per stage of :data:`STAGES` for one clip."""
         from femo.data.decode import load_clip
         from femo.features.audio import audio_features, empty_audio_features
         from femo.features.conditions import condition_flags
+        from femo.features.face import empty_face_track
+        from femo.features.pose import empty_pose_track
 
-        cfg, sec = self.config, dict.fromkeys(STAGES, 0.0)
-        t0 = time.perf_counter()
-        clip = load_clip(path, num_frames=cfg.num_frames, sample_rate=cfg.sample_rate,
-                         audio_path=audio_path or None, max_side=cfg.max_side)
-        frames, times = clip.frames, clip.times
-        if len(frames) == 0:  # audio-only: T empty frames, every frame mask False
-            frames = np.zeros((cfg.num_frames, 2, 2, 3), np.uint8)
-            times = np.zeros(cfg.num_frames, np.float32)
-        t1 = time.perf_counter()
-        face = self.face.track(frames, times) if len(clip.frames) else self.face.track(frames[:0])
-        t2 = time.perf_counter()
-        pose = self.pose.track(frames) if len(clip.frames) else None
-        t3 = time.perf_counter()
-        audio = audio_features(clip.audio, self.audio_config) if clip.has_audio else empty_audio_features(self.audio_config)
-        t4 = time.perf_counter()
-        arrays = {"times": np.asarray(times, np.float32), "has_audio": np.array(clip.has_audio)}
-        arrays.update(_pad_track(face.arrays(), cfg.num_frames))
-        arrays.update(pose.arrays() if pose else {"pose": np.zeros((cfg.num_frames, 33, 4), np.float32),
-                                                  "pose_found": np.zeros(cfg.num_frames, bool)})
-        arrays.update(audio)
+        cfg, t = self.config, self.config.num_frames
+        t0, c0 = time.perf_counter(), time.process_time()
+        clip = load_clip(path, num_frames=t, sample_rate=cfg.sample_rate, audio_path=audio_path or None,
+                         max_side=cfg.max_side)
+        video = len(clip.frames) > 0  # audio-only files decode to no frames: T all-False frame masks
+        times = np.asarray(clip.times if video else np.zeros(t), np.float32)
+        t1, c1 = time.perf_counter(), time.process_time()
+        face = self.face.track(clip.frames, times) if video else empty_face_track(t, cfg.face_size)
+        t2, c2 = time.perf_counter(), time.process_time()
+        pose = self.pose.track(clip.frames) if video else empty_pose_track(t)
+        t3, c3 = time.perf_counter(), time.process_time()
+        audio = (audio_features(clip.audio, self.audio_config) if clip.has_audio
+                 else empty_audio_features(self.audio_config))
+        t4, c4 = time.perf_counter(), time.process_time()
+        arrays = {"times": times, "has_audio": np.array(clip.has_audio), **face.arrays(), **pose.arrays(), **audio}
         flags = condition_flags(
-            frames=frames, face_found=arrays["face_found"], head_pose=arrays["head_pose"],
-            faces=arrays["faces"], landmarks_px=_pad_track({"p": face.landmarks_px}, cfg.num_frames)["p"],
-            rms=audio["prosody"][:, 2] if clip.has_audio else None, duration=clip.duration,
-            has_audio=clip.has_audio)
-        sec.update(decode=t1 - t0, face=t2 - t1, pose=t3 - t2, audio=t4 - t3, other=time.perf_counter() - t4)
+            frames=clip.frames, face_found=face.face_found, head_pose=face.head_pose, faces=face.faces,
+            landmarks_px=face.landmarks_px, rms=audio["prosody"][:, 2] if clip.has_audio else None,
+            duration=clip.duration, has_audio=clip.has_audio)
+        t5, c5 = time.perf_counter(), time.process_time()
+        wall, cpu = (t0, t1, t2, t3, t4, t5), (c0, c1, c2, c3, c4, c5)
+        sec = {k: wall[i + 1] - wall[i] for i, k in enumerate(STAGES)}
+        sec.update({f"cpu_{k}": cpu[i + 1] - cpu[i] for i, k in enumerate(STAGES)})
         return arrays, flags, sec
-
-
-def _pad_track(arrays: dict[str, np.ndarray], t: int) -> dict[str, np.ndarray]:
-    """Zero-pad per-frame arrays to t rows (audio-only clips track zero frames)."""
-    return {k: v if len(v) == t else np.zeros((t, *v.shape[1:]), v.dtype) for k, v in arrays.items()}
 
 
 _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(config: ExtractConfig, log_path: str | None) -> None:
-    _WORKER["extractor"] = ClipExtractor(config, log_path=log_path)
+    from multiprocessing.util import Finalize
+
+    extractor = _WORKER["extractor"] = ClipExtractor(config, log_path=log_path)
+    # close the landmarkers before interpreter teardown, else their __del__ prints errors
+    Finalize(extractor, extractor.close, exitpriority=10)
 
 
 def process_clip(store: str, clip_id: str, path: str, audio_path: str | None,
                  extractor: ClipExtractor | None = None) -> dict[str, Any]:
     """Extract and write one clip; never raises for a bad clip. Returns status/error/file/flags/seconds.
 
-    ``seconds`` holds wall seconds per stage (STAGES) and ``cpu``, the process CPU seconds of the clip.
+    ``seconds`` holds wall and CPU seconds per stage (see :meth:`ClipExtractor.extract`) and
+    ``cpu``, the process CPU seconds of the whole clip including its write.
     """
     extractor = extractor or _WORKER["extractor"]
     cpu0 = time.process_time()
@@ -208,16 +221,19 @@ def run_extraction(manifest: pd.DataFrame, store: str | Path, *, classes, datase
                    manifest_path: str = "", manifest_extra: dict | None = None,
                    config: ExtractConfig = ExtractConfig(), workers: int = 1,
                    shard: tuple[int, int] | None = None, force: bool = False, progress: bool = True,
-                   flush_seconds: float = 30.0, on_clip=None) -> pd.DataFrame:
+                   flush_seconds: float = 30.0,
+                   on_clip: Callable[[dict], None] | None = None) -> pd.DataFrame:
     """Extract every (shard) clip of ``manifest`` into ``store``; returns the index written.
 
     ``on_clip(row)`` (optional) is called with each finished clip's result dict (clip_id,
     status, error, file, flags, seconds per stage) as it completes.
 
-    The returned frame's ``attrs["seconds"]`` holds the wall seconds spent per stage and the CPU
-    seconds (``cpu``) over the clips processed in this call (summed over workers), and
-    ``attrs["processed"]`` their count.
+    The returned frame's ``attrs["seconds"]`` sums the per-clip ``seconds`` of
+    :func:`process_clip` over the clips processed in this call (and over workers), and
+    ``attrs["processed"]`` counts them.
     """
+    if workers < 1:
+        raise ExtractError(f"workers must be >= 1, got {workers}")
     store = Path(store)
     meta = store_meta(config, classes=classes, dataset=dataset, manifest=manifest_path, extra=manifest_extra)
     _check_meta(store, meta, force)
@@ -229,7 +245,7 @@ def run_extraction(manifest: pd.DataFrame, store: str | Path, *, classes, datase
     kept = kept[kept["clip_id"].isin(clips["clip_id"])] if len(kept) else kept
     todo = clips[~clips["clip_id"].isin(kept.get("clip_id", pd.Series(dtype=str)))]
     results: list[dict] = []
-    seconds = dict.fromkeys((*STAGES, "cpu"), 0.0)
+    seconds: dict[str, float] = {}
 
     def write() -> pd.DataFrame:
         index = _index_table(clips, kept, results)
@@ -239,16 +255,18 @@ def run_extraction(manifest: pd.DataFrame, store: str | Path, *, classes, datase
     log_path = store / "logs" / "mediapipe.log"
     log_path.parent.mkdir(exist_ok=True)
     last = time.monotonic()
-    for row in _run(store, todo, config, workers, progress, str(log_path)):
-        if on_clip is not None:
-            on_clip(row)
-        results.append(row)
-        for k, v in row.pop("seconds").items():
-            seconds[k] += v
-        if time.monotonic() - last > flush_seconds:
-            write()
-            last = time.monotonic()
-    index = write()
+    try:
+        for row in _run(store, todo, config, workers, progress, str(log_path)):
+            if on_clip is not None:
+                on_clip(row)
+            results.append(row)
+            for k, v in row.pop("seconds").items():
+                seconds[k] = seconds.get(k, 0.0) + v
+            if time.monotonic() - last > flush_seconds:
+                write()
+                last = time.monotonic()
+    finally:  # also on Ctrl-C or a dead worker: keep what is done so a re-run resumes
+        index = write()
     index.attrs.update(seconds=seconds, processed=len(results))
     return index
 
@@ -271,14 +289,21 @@ def _run(store: Path, todo: pd.DataFrame, config: ExtractConfig, workers: int, p
                     bar.update()
                     yield row
             return
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_init_worker, initargs=(config, log_path)) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                   initializer=_init_worker, initargs=(config, log_path))
+        try:
             for fut in as_completed([pool.submit(process_clip, *job) for job in jobs]):
-                row = fut.result()
+                try:
+                    row = fut.result()
+                except BrokenProcessPool as exc:
+                    raise ExtractError(f"a worker process died ({exc}); the index keeps the clips done so "
+                                       "far: re-run the same command to resume") from exc
                 failed += row["status"] != fs.STATUS_OK
                 bar.set_postfix(failed=failed, refresh=False)
                 bar.update()
                 yield row
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
 

@@ -303,19 +303,23 @@ def plot_learning_curves(history: pd.DataFrame):
 
 def plot_confusion(confusion: np.ndarray | list, classes: Iterable[str], *, normalize: bool = True,
                    title: str = "Confusion matrix"):
-    """Confusion heatmap, true class rows x predicted columns; ``normalize`` divides each row by its total."""
+    """Confusion heatmap, true class rows (labelled with their clip count n) x predicted columns;
+    ``normalize`` divides each row by its total (rows of classes absent from the test set stay empty)."""
     import seaborn as sns
 
-    matrix = np.asarray(confusion, dtype=float)
+    counts = np.asarray(confusion, dtype=float)
     classes = list(classes)
+    totals = counts.sum(axis=1, keepdims=True)
+    matrix = counts
     if normalize:
-        totals = matrix.sum(axis=1, keepdims=True)
-        matrix = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+        matrix = np.divide(counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)
+    rows = [f"{c} (n={int(n)})" for c, n in zip(classes, totals[:, 0])]
     size = max(4.5, 0.75 * len(classes) + 2)
-    fig, ax = _figure(size + 1.0, size)
+    fig, ax = _figure(size + 1.6, size)
     sns.heatmap(matrix, annot=True, fmt=".2f" if normalize else ".0f", cmap=CMAP, vmin=0,
-                vmax=1 if normalize else None, xticklabels=classes, yticklabels=classes, square=True,
-                cbar_kws={"label": "row fraction" if normalize else "clips"}, ax=ax, annot_kws={"size": 8})
+                vmax=1 if normalize else None, xticklabels=classes, yticklabels=rows, square=True,
+                cbar_kws={"label": "fraction of the true class" if normalize else "clips"}, ax=ax,
+                annot_kws={"size": 9})
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
     ax.tick_params(axis="x", rotation=35)
     ax.tick_params(axis="y", rotation=0)
@@ -333,8 +337,9 @@ def plot_recall(recall: Mapping[str, float], *, chance: float | None = None,
     fig, ax = _figure(7.0, max(2.5, 0.42 * len(names) + 1.2))
     sns.barplot(x=values, y=names, hue=names, palette=PALETTE, ax=ax, legend=False, orient="h")
     for container, name in zip(ax.containers, names):
-        text = "not in test set" if recall[name] is None else f"{float(recall[name]):.2f}"
-        ax.bar_label(container, labels=[text], fontsize=8, padding=2)
+        absent = recall[name] is None
+        ax.bar_label(container, labels=["not in test set" if absent else f"{float(recall[name]):.2f}"],
+                     fontsize=8, padding=2, color="0.45" if absent else "0.1", style="italic" if absent else "normal")
     if chance is not None:
         ax.axvline(chance, ls="--", color="0.3", label=f"chance ({chance:.2f})")
         ax.legend(loc="lower right")

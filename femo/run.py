@@ -433,8 +433,9 @@ def index_html(rows: Iterable[Mapping[str, Any]], *, title: str) -> str:
         status = (f"<span class='failed'>failed</span><br><small>{escape(row['error'])}</small>"
                   if row["error"] else f"<span class='ok'>ok</span> ({row['seconds']:.0f} s)")
         items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in headline(row["metrics"]).items())
-        files = (f"<a href='{escape(row['ipynb'])}'>notebook</a> &middot; "
-                 f"<a href='{escape(row['metrics_json'])}'>metrics.json</a>")
+        files = f"<a href='{escape(row['ipynb'])}'>notebook</a>"
+        if row["metrics"]:
+            files += f" &middot; <a href='{escape(row['metrics_json'])}'>metrics.json</a>"
         lines.append(f"<tr><td><a href='{escape(row['html'])}'>{escape(row['name'])}</a></td><td>{status}</td>"
                      f"<td><dl>{items}</dl></td><td>{files}</td></tr>")
     lines.append("</table></body></html>")

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 import femo
 from femo.config import DataConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from femo.data.dataset import FeatureDataset, subject_split
-from femo.data.store import STATUS_OK, read_index
+from femo.data.store import STATUS_OK, read_index, read_meta
 from femo.evaluate import collect_logits, evaluate_model, metrics, write_json
 from femo.models.net import FemoNet
 
@@ -227,8 +227,16 @@ def _datasets(store: Path, *, fold, data: DataConfig, model: ModelConfig, cfg: T
     full = read_index(store)
     ok = full[full["status"].astype(str) == STATUS_OK].reset_index(drop=True)
     train_idx, val_idx, test_idx = subject_split(ok, fold=fold, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    make = lambda idx, aug: FeatureDataset(store, index=idx, config=data, embeddings=model.embeddings, augment=aug)
+    make = lambda idx, aug: FeatureDataset(store, index=idx, config=data, embeddings=model.embeddings,
+                                           augment=aug, cache=cfg.cache)
     return make(train_idx, cfg.augment), make(val_idx, False), make(test_idx, False), int(len(full) - len(ok))
+
+
+def data_config_for(store: str | Path) -> DataConfig:
+    """A :class:`DataConfig` matching the store's frames per clip, face size and classes."""
+    meta = read_meta(store)
+    return DataConfig(num_frames=meta.num_frames, face_size=meta.face_size, sample_rate=meta.sample_rate,
+                      classes=tuple(meta.classes))
 
 
 def _check_options(model: ModelConfig, cfg: TrainConfig) -> None:
@@ -268,17 +276,19 @@ def _start(run: Path, trainer: _Trainer, config: dict, classes, resume: bool) ->
 
 
 def train(store: str | Path, *, out: str | Path, model: ModelConfig = ModelConfig(),
-          train: TrainConfig = TrainConfig(), fold: int | None = None, data: DataConfig = DataConfig(),
+          train: TrainConfig = TrainConfig(), fold: int | None = None, data: DataConfig | None = None,
           resume: bool = False, progress: bool = True, frame_encoder: torch.nn.Module | None = None
           ) -> dict[str, Any]:
     """Train one model on ``store`` (test = ``fold`` or the ``split == test`` rows); see module docstring.
 
-    out: the run folder. resume: continue from ``out/checkpoint.pt`` (same options required).
+    out: the run folder. data: input sizes (default: the store's frames per clip and face size).
+    resume: continue from ``out/checkpoint.pt`` (same options required).
     frame_encoder: an already-built per-frame CNN to use instead of ``model.frame_encoder``.
     Returns the test metrics (also in ``out/metrics.json``), with n_train/n_val/n_test/n_excluded.
     """
     cfg, store, run = train, Path(store).resolve(), Path(out)
     _check_options(model, cfg)
+    data = data or data_config_for(store)
     train_ds, val_ds, test_ds, n_excluded = _datasets(store, fold=fold, data=data, model=model, cfg=cfg)
     if n_excluded:
         _log(f"{store}: {n_excluded} clip(s) excluded (extraction failed); training on the rest")

@@ -8,8 +8,8 @@ Each clip's ``informative`` column says which modality carries its label:
 - ``audio``: a class-specific mel band is raised in the log-mel;
 - ``both``: face and audio.
 
-Where a modality does not carry the label it carries the same kind of signal for a random decoy
-class, so a model using only that modality is at chance on those clips.
+Where a modality does not carry the label it holds only noise (no class pattern), so a model using
+only that modality is at chance on those clips and a fused model can tell which modality to trust.
 """
 from __future__ import annotations
 
@@ -28,17 +28,19 @@ EMB_NAME = "proto"
 _TEMPLATE = np.random.default_rng(1234).random((478 + 33, 3)).astype(np.float32)
 
 
-def _clip_arrays(rng, label_face: int, label_audio: int, *, t: int, s: int, a: int, has_audio: bool) -> dict:
+def _clip_arrays(rng, label_face: int | None, label_audio: int | None, *, t: int, s: int, a: int, has_audio: bool) -> dict:
     face_found = rng.random(t) > 0.1
     face_found[0] = True
     faces = rng.integers(0, 60, size=(t, s, s, 3)).astype(np.uint8)
-    faces[..., label_face] += 150
+    if label_face is not None:
+        faces[..., label_face] += 150
     faces[~face_found] = 0
     blend = (rng.random((t, 52)) * 0.3).astype(np.float32)
-    blend[:, 10 + label_face] += 0.6
+    if label_face is not None:
+        blend[:, 10 + label_face] += 0.6
     logmel = (-60 + 5 * rng.standard_normal((64, a))).astype(np.float32)
-    band = slice(8 + 16 * label_audio, 16 + 16 * label_audio)
-    logmel[band] += 40
+    if label_audio is not None:
+        logmel[8 + 16 * label_audio: 16 + 16 * label_audio] += 40
     n_audio = a if has_audio else 0
     return {
         "times": np.arange(t, dtype=np.float32) / 4, "faces": faces, "face_found": face_found,
@@ -52,8 +54,9 @@ def _clip_arrays(rng, label_face: int, label_audio: int, *, t: int, s: int, a: i
     }
 
 
-def _embedding(rng, label: int, t: int, protos: np.ndarray) -> np.ndarray:
-    return (rng.standard_normal((t, EMB_DIM)) + 2.5 * protos[label]).astype(np.float16)
+def _embedding(rng, label: int | None, t: int, protos: np.ndarray) -> np.ndarray:
+    signal = 0.0 if label is None else 2.5 * protos[label]
+    return (rng.standard_normal((t, EMB_DIM)) + signal).astype(np.float16)
 
 
 def build_store(root: str | Path, *, n: int = 120, t: int = 4, s: int = 16, a: int = 32, folds: int = 3,
@@ -67,9 +70,8 @@ def build_store(root: str | Path, *, n: int = 120, t: int = 4, s: int = 16, a: i
     rows = []
     for i in range(n):
         label, kind = int(rng.integers(len(CLASSES))), informative[int(rng.integers(len(informative)))]
-        decoy = lambda: int(rng.integers(len(CLASSES)))
-        lf = label if kind in ("face", "both") else decoy()
-        la = label if kind in ("audio", "both") else decoy()
+        lf = label if kind in ("face", "both") else None
+        la = label if kind in ("audio", "both") else None
         has_audio = not (no_audio_every and i % no_audio_every == 0)
         cid = f"c{i:04d}"
         write_clip(root, cid, _clip_arrays(rng, lf, la, t=t, s=s, a=a, has_audio=has_audio))

@@ -180,10 +180,10 @@ def mouth_batch(n: int, *, t: int = 2, seed: int = 0) -> dict:
             "audio_mask": torch.ones(n, dtype=torch.bool), "label": labels, "index": torch.arange(n)}
 
 
-def train_face_cnn(*, n: int = 192, steps: int = 120, seed: int = 0) -> FaceCNNDouble:
-    """Fit :class:`FaceCNNDouble` on :func:`mouth_batch` clips (reaches ~100% on held-out clips)."""
+def train_face_cnn(*, n: int = 128, steps: int = 100, seed: int = 0) -> FaceCNNDouble:
+    """Fit :class:`FaceCNNDouble` on one-frame :func:`mouth_batch` clips (~100% on held-out clips)."""
     model = FaceCNNDouble(seed)
-    batch = mouth_batch(n, seed=seed + 10)
+    batch = mouth_batch(n, t=1, seed=seed + 10)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(steps):
         loss = nn.functional.cross_entropy(model(batch)["logits"], batch["label"])

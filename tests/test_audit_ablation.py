@@ -89,6 +89,18 @@ def test_planted_modality_gets_largest_shapley_share(planted, informative, expec
     assert table.loc[expected, "share"] > 0.6
 
 
+def test_value_slices_give_the_same_answer_per_planted_subset(planted):
+    wide = planted[4]
+    rules = sl.value_slices(wide, "informative")
+    assert [r.name for r in rules] == ["informative=audio", "informative=both", "informative=face",
+                                       "informative=landmarks"]
+    shap = sl.slice_shapley(wide, C, rules=rules)
+    top = shap.loc[shap.groupby("slice")["shapley"].idxmax()].set_index("slice")["modality"]
+    assert top["informative=face"] == "face" and top["informative=audio"] == "audio"
+    assert top["informative=landmarks"] == "landmarks"
+    assert sl.value_slices(wide, "no_such_column") == []
+
+
 def test_audio_contribution_rises_in_low_light(planted):
     wide = planted[4]
     part = wide[wide["informative"] == "both"]
@@ -160,6 +172,7 @@ def test_findings_skip_intervals_covering_zero():
                           {"slice": "all", "description": "every clip", "modality": "face", "gain": -0.1,
                            "low": -0.2, "high": -0.03, "n_clips": 10, "n_clusters": 5}])
     assert sl.findings(gains) == ["All clips: face costs 10.0 UAR points (95% CI -20.0 to -3.0; 10 clips, 5 subjects)."]
+    assert sl.findings(gains.assign(n_clusters=2)) == []  # too few subjects to say anything
 
 
 def test_subset_intervals_keys(planted):
@@ -194,3 +207,26 @@ def test_evaluate_subsets_rejects_wrong_class_names():
     batch, _ = planted_data(8)
     with pytest.raises(ValueError, match="class names"):
         ab.evaluate_subsets(LateFusionDouble(), [batch], classes=("a", "b"))
+
+
+def test_load_run_and_ablation_on_a_trained_femonet(tmp_path):
+    from _synth_store import CLASSES, build_store
+
+    from femo.audit import trained
+    from femo.config import DataConfig, ModelConfig, TrainConfig
+    from femo.train import train
+
+    store = build_store(tmp_path / "store", n=36, t=4, s=16, a=32, no_audio_every=5)
+    data = DataConfig(num_frames=4, face_size=16, audio_frames=32, classes=CLASSES)
+    train(store, out=tmp_path / "run", model=ModelConfig(embeddings="proto", dim=16, temporal="mean", fusion="late"),
+          train=TrainConfig(epochs=1, batch_size=8), fold=1, data=data, progress=False)
+    run = trained.load_run(tmp_path / "run")
+    assert run.classes == CLASSES and len(run.dataset) == len(run.splits["test"])
+    long = ab.evaluate_subsets(run.model, run.batches(batch_size=4), classes=run.classes)
+    wide = ab.wide_predictions(long, run.index)
+    assert len(wide) == len(run.dataset) and "clip_id" in wide.columns
+    preds = pd.read_csv(tmp_path / "run" / "predictions.csv")  # what femo.train wrote for the same model
+    fused = wide.set_index("clip_id")["pred_fused"].map(dict(enumerate(CLASSES)))
+    assert (preds.set_index("clip_id")["predicted"].loc[fused.index] == fused).all()
+    with pytest.raises(ValueError, match="split"):
+        trained.load_run(tmp_path / "run", split="dev")

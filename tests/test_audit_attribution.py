@@ -186,3 +186,60 @@ def test_aggregate_shares_per_emotion():
     out = ar.aggregate_shares(table, "emotion", ["mouth", "brows"])
     assert out.loc["happy", "mouth"] == pytest.approx(0.5)
     assert out.loc["angry", "n_clips"] == 1
+
+
+class _TinyFrames(torch.nn.Module):
+    """A per-frame CNN with the frame-encoder contract ((N, 3, S, S) -> (N, out_dim))."""
+
+    out_dim = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                                       torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_attribute_clips_with_femonet_on_a_feature_store(tmp_path):
+    from _synth_store import CLASSES, build_store
+    from torch.utils.data import DataLoader, Subset
+
+    from femo.audit.attribution_report import attribute_clips, region_summary
+    from femo.config import DataConfig, ModelConfig
+    from femo.data.dataset import FeatureDataset
+    from femo.features.geometry import GEOMETRY_DIM
+    from femo.models.net import FemoNet
+
+    store = build_store(tmp_path / "store", n=8, t=4, s=16, a=32, no_audio_every=3)
+    torch.manual_seed(0)
+    model = FemoNet(ModelConfig(dim=16, temporal="mean", fusion="gated"), 3, frame_encoder=_TinyFrames()).eval()
+    ds = FeatureDataset(store, config=DataConfig(num_frames=4, face_size=16, audio_frames=32, classes=CLASSES))
+    batches = DataLoader(Subset(ds, range(6)), batch_size=3)
+    out = attribute_clips(model, batches, index=ds.index, store=store, classes=CLASSES, n_steps=4, n_examples=2)
+    assert len(out.table) == 6 and set(out.table["label"]) <= set(CLASSES)
+    regions = list(out.regions)
+    assert out.table[regions].sum(axis=1).to_numpy() == pytest.approx(np.ones(6))
+    assert sum(region_summary(out).values()) == pytest.approx(1.0)
+    assert out.curves.shape == (6, 4) and out.features.shape == (6, GEOMETRY_DIM)
+    assert out.examples["faces"].shape == (2, 16, 16, 3) and out.examples["maps"].shape == (2, 16, 16)
+    assert out.examples["logmel_attr"].shape == (2, 64, 32)
+    no_audio = out.table["has_audio"].astype(str) == "False"
+    assert no_audio.any() and (out.table.loc[no_audio, "share_audio"] == 0).all()
+
+
+@pytest.mark.parametrize("mode", ["none", "blur", "landmarks"])
+def test_privacy_modes(mode):
+    from femo.audit import plots_attribution as pa
+
+    faces = np.random.default_rng(0).integers(0, 255, (2, FS, FS, 3), dtype=np.uint8)
+    shown = pa.private_faces(faces, mode, points=synthetic_mesh(2))
+    assert shown.shape == faces.shape and shown.dtype == np.uint8
+    if mode == "none":
+        assert np.array_equal(shown, faces)
+    else:
+        assert np.abs(shown.astype(int) - faces).mean() > 20  # identity detail is gone
+    assert pa.privacy_mode("auto", "synthetic") == "none" and pa.privacy_mode("auto", "dfew") == "blur"
+    with pytest.raises(ValueError, match="privacy"):
+        pa.privacy_mode("pixelate", "dfew")

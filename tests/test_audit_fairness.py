@@ -254,11 +254,12 @@ def test_read_run_predictions(tmp_path):
     from femo.audit.report import read_run_predictions
 
     pred = simulate_predictions(n_subjects=6, clips_per_subject=3, seed=0)
+    pred["subject"] = pred["subject"].str.replace("s", "0")  # ids that look like numbers stay strings
     run = write_fake_run(tmp_path, pred)
     loaded = read_run_predictions(run)
     assert loaded.classes == tuple(ALL_CLASSES) and len(loaded.pred) == 18
     assert list(loaded.modalities) == ["audio"] and "predictions_landmarks.csv" in loaded.skipped[0]
-    assert loaded.pred["subject"].dtype == object
+    assert loaded.pred["subject"].iloc[0] == "0000"
     with pytest.raises(FileNotFoundError, match="predictions.csv"):
         read_run_predictions(tmp_path)
 
@@ -280,3 +281,11 @@ def test_notebook_flags_the_planted_group(tmp_path):
     assert metrics["groups"]["skin_tone"]["dark"]["n_subjects"] >= 5
     assert {p.name for p in (out / "figures").iterdir()} == {"uar_forest.png", "recall_heatmap.png",
                                                              "modality_gaps.png"}
+
+
+def test_nothing_assessable_says_nothing_was_tested():
+    pred = simulate_predictions(n_subjects=6, clips_per_subject=4, seed=0)
+    result = audit(pred, attributes=["sex", "skin_tone"], classes=ALL_CLASSES, n_boot=20)
+    assert result.flagged == [] and result.disparities["p_value"].isna().all()
+    assert "no UAR gap could be tested" in result.summary
+    assert not result.groups["assessable"].any()

@@ -131,6 +131,9 @@ def test_clip_without_face_has_false_masks(store):
 def test_audio_only_clip_has_frame_masks_false(store):
     z = fs.read_clip(store, "voice")
     assert z["face_found"].shape == (8,) and not z["face_found"].any() and bool(z["has_audio"])
+    assert z["faces"].shape == (8, 64, 64, 3) and not z["pose_found"].any()
+    row = fs.read_index(store).set_index("clip_id").loc["voice"]
+    assert math.isnan(row["brightness"]) and row["face_ratio"] == 0.0 and row["snr_db"] > 20
 
 
 def test_corrupt_clip_recorded_and_run_goes_on(store):
@@ -154,13 +157,37 @@ def test_resume_after_losing_half_the_work_is_identical(store, dataset, tmp_path
     assert_same_store(store, copy)
 
 
+def test_interrupted_run_resumes_from_its_flushed_index(store, dataset, tmp_path):
+    out, seen = tmp_path / "interrupted", []
+
+    def stop_after_two(row):
+        seen.append(row["clip_id"])
+        if len(seen) == 3:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived while the third clip was being recorded
+
+    with pytest.raises(KeyboardInterrupt):
+        extract(dataset, out, flush_seconds=0, on_clip=stop_after_two)
+    assert list(fs.read_index(out)["clip_id"]) == sorted(seen[:2])
+    again = extract(dataset, out)
+    assert again.attrs["processed"] == 5  # all but face_audio ("corrupt", done first, failed: retried)
+    assert_same_store(store, out)
+
+
 def test_shards_then_merge_equal_a_single_run(store, dataset, tmp_path):
     out = tmp_path / "sharded"
     assert femo(["extract", str(dataset), "--out", str(out), "--shard", "0/2", "--frames", "8",
                  "--face-size", "64", "--no-progress"]) == 1  # the corrupt clip fails
-    extract(dataset, out, shard=(1, 2), workers=2)
+    extract(dataset, out, shard=(1, 2))
     assert sorted(p.name for p in out.glob("index.*")) == ["index.shard-0-of-2.csv", "index.shard-1-of-2.csv"]
     assert femo(["extract", "--merge", str(out)]) == 0
+    assert_same_store(store, out)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_write_the_same_store(store, dataset, tmp_path):
+    out = tmp_path / "pool"
+    index = extract(dataset, out, workers=2)
+    assert index.attrs["processed"] == 6
     assert_same_store(store, out)
 
 
@@ -171,6 +198,10 @@ def test_settings_clash_and_bad_shard(store, dataset):
         with pytest.raises(ExtractError, match="i/n"):
             parse_shard(bad)
     assert parse_shard("3/8") == (3, 8)
+    with pytest.raises(ExtractError, match="num_frames=0"):
+        ExtractConfig(num_frames=0)
+    with pytest.raises(ExtractError, match="workers"):
+        extract(dataset, store, workers=0)
 
 
 def test_merge_without_shards_fails_clearly(tmp_path, capsys):

@@ -68,11 +68,18 @@ def test_confusion_and_recall_figures_are_labelled() -> None:
     fig = reporting.plot_confusion(confusion, CLASSES)
     ax = fig.axes[0]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted class", "true class")
-    assert set(CLASSES) <= set(_texts(fig))
+    assert set(CLASSES) <= set(_texts(fig)) and "happy (n=8)" in _texts(fig)
     annotations = [t.get_text() for t in ax.texts]
     assert len(annotations) == 49 and annotations[0] == f"{2 / 8:.2f}"
-    fig = reporting.plot_recall(dict(zip(CLASSES, np.linspace(0, 1, 7))), chance=1 / 7)
+    confusion[2] = 0  # a class absent from the test set: an empty row, not a row of zeros
+    fig = reporting.plot_confusion(confusion, CLASSES)
+    assert "neutral (n=0)" in _texts(fig) and len(fig.axes[0].texts) == 42
+    recall = dict(zip(CLASSES, np.linspace(0, 1, 7)))
+    recall["fear"] = None
+    fig = reporting.plot_recall(recall, chance=1 / 7)
     assert fig.axes[0].get_xlabel() == "recall" and set(CLASSES) <= set(_texts(fig))
+    bar_texts = [t.get_text() for t in fig.axes[0].texts]
+    assert bar_texts[0] == "0.00" and bar_texts[-1] == "not in test set"
 
 
 def test_learning_balance_composition_spectrogram_faces(tmp_path: Path) -> None:

@@ -33,8 +33,8 @@ class SliceRule:
     """A condition slice: rows where ``column`` is ``op`` ``threshold``.
 
     op: ``"<"``, ``">"``, ``"abs>"`` (absolute value above), ``"true"`` / ``"false"`` (boolean
-    column). quantile: when set, the threshold is that quantile of the column over the evaluated
-    clips (``threshold`` is then ignored).
+    column), ``"=="`` (the column, as text, equals ``value``). quantile: when set, the threshold
+    is that quantile of the column over the evaluated clips (``threshold`` is then ignored).
     """
 
     name: str
@@ -43,6 +43,7 @@ class SliceRule:
     threshold: float = 0.0
     quantile: float | None = None
     description: str = ""
+    value: str = ""
 
 
 DEFAULT_SLICES: tuple[SliceRule, ...] = (
@@ -57,7 +58,16 @@ DEFAULT_SLICES: tuple[SliceRule, ...] = (
     SliceRule("planted_low_light", "low_light", "true", description="synthetic: rendered in low light"),
     SliceRule("planted_occluded", "occluded", "true", description="synthetic: face partly occluded"),
 )
-_OPS = ("<", ">", "abs>", "true", "false")
+_OPS = ("<", ">", "abs>", "true", "false", "==")
+
+
+def value_slices(frame: pd.DataFrame, column: str) -> list[SliceRule]:
+    """One ``==`` slice per distinct value of ``column`` (e.g. the synthetic set's ``informative``:
+    face | audio | both), named ``<column>=<value>``; empty when the column is absent."""
+    if column not in frame.columns:
+        return []
+    values = sorted(frame[column].dropna().astype(str).unique())
+    return [SliceRule(f"{column}={v}", column, "==", value=v, description=f"{column} is {v}") for v in values]
 
 
 def _as_bool(values: pd.Series) -> np.ndarray:
@@ -79,8 +89,11 @@ def slice_masks(frame: pd.DataFrame, rules: Sequence[SliceRule] = DEFAULT_SLICES
         if rule.column not in frame.columns:
             continue
         col = frame[rule.column]
-        if rule.op in ("true", "false"):
-            mask = _as_bool(col) if rule.op == "true" else ~_as_bool(col)
+        if rule.op in ("true", "false", "=="):
+            if rule.op == "==":
+                mask = (col.astype(str) == rule.value).to_numpy()
+            else:
+                mask = _as_bool(col) if rule.op == "true" else ~_as_bool(col)
             text = rule.description
         else:
             values = pd.to_numeric(col, errors="coerce").to_numpy(float)
@@ -182,16 +195,18 @@ def slice_shapley(frame: pd.DataFrame, n_classes: int, *, rules: Sequence[SliceR
     return pd.DataFrame(rows)
 
 
-def findings(gains: pd.DataFrame, *, ci: float = 0.95) -> list[str]:
+def findings(gains: pd.DataFrame, *, ci: float = 0.95, min_clusters: int = 5) -> list[str]:
     """Plain-words statements for the slice gains whose interval excludes 0.
 
-    E.g. "In low_light clips (darkest quarter of clips (brightness < 0.31)), audio adds 12.5 UAR
-    points (95% CI 4.1 to 20.3; 180 clips, 24 subjects)."; a negative gain says "costs".
+    Slices resting on fewer than ``min_clusters`` subjects are never stated: with one or two
+    subjects a bootstrap interval collapses and says nothing. E.g. "In low_light clips (darkest
+    quarter of clips (brightness < 0.31)): audio adds 12.5 UAR points (95% CI 4.1 to 20.3; 180
+    clips, 24 subjects)."; a negative gain says "costs".
     """
     lines = []
     pct = round(100 * ci)
     for row in gains.itertuples():
-        if not (row.low > 0 or row.high < 0):
+        if row.n_clusters < min_clusters or not (row.low > 0 or row.high < 0):
             continue
         verb = "adds" if row.gain > 0 else "costs"
         detail = f" ({row.description})" if row.description else ""

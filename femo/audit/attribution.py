@@ -235,6 +235,13 @@ def input_shares(attr: Attribution) -> dict[str, float]:
     return {k: v / s if s else float("nan") for k, v in totals.items()}
 
 
+def input_shares_per_clip(attr: Attribution) -> dict[str, np.ndarray]:
+    """Per clip, each attributed key's share of the clip's total |attribution|: ``{key: (B,)}``."""
+    totals = {k: a.abs().reshape(len(a), -1).sum(1).cpu().numpy() for k, a in attr.maps.items()}
+    s = sum(totals.values())
+    return {k: np.divide(v, s, out=np.full_like(v, np.nan), where=s > 0) for k, v in totals.items()}
+
+
 def randomised_copy(model: torch.nn.Module, *, seed: int = 0) -> torch.nn.Module:
     """A deep copy of ``model`` with every weight re-initialised (Adebayo et al.'s full model
     randomisation): modules with ``reset_parameters`` are reset, other parameters redrawn

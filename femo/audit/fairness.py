@@ -1,10 +1,11 @@
 """Bias audit of emotion predictions across demographic groups and their intersections.
 
-What fairlearn does here: :class:`fairlearn.metrics.MetricFrame` computes every per-group
-table (UAR, WAR, per-emotion recall = true positive rate, false positive rate, predicted-
-emotion rate, calibration error, counts); the equal-opportunity and rate-parity gaps are the
-max - min of its ``by_group`` columns over the assessable groups (MetricFrame's
-``difference()`` over every group, small ones included, would rank groups too small to judge).
+What fairlearn does here: :class:`fairlearn.metrics.MetricFrame` disaggregates the metrics by
+group (and by intersection): each group's confusion matrix, subject count and calibration error.
+From each group's confusion matrix femo reads UAR, WAR, per-emotion recall (true positive
+rate), false positive rate and predicted-emotion rate; the equal-opportunity and rate-parity
+gaps are max - min over the *assessable* groups (MetricFrame's ``difference()`` spans every
+group, so it would rank groups too small to judge).
 
 What femo adds: intervals that resample *subjects*, not clips (clips of one person are
 correlated; see :mod:`femo.audit.disparity`); an assessability rule (a group with fewer than
@@ -21,13 +22,11 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame
-from sklearn.metrics import confusion_matrix
 
 from femo.audit import composition as comp
 from femo.audit.disparity import bootstrap_group_uar, gap_test, group_counts
@@ -39,7 +38,7 @@ from femo.audit.groups import (
     parse_intersections,
 )
 from femo.audit.report import AuditResult, flagged_rows, summarize
-from femo.audit.stats import holm, percentile_interval, uar, war
+from femo.audit.stats import holm, percentile_interval, uar
 from femo.evaluate import expected_calibration_error
 
 __all__ = ["group_metrics", "confusion_matrices", "disparities", "modality_gaps", "audit", "AuditResult"]
@@ -62,45 +61,45 @@ def _prepare(pred, *, classes, attributes, intersections, cluster, name="predict
     return _Prepared(frame, columns, clusters, clustered, tuple(classes))
 
 
-def _recall(y_true, y_pred, *, cls):
-    hit = y_true == cls
-    return float(np.mean(y_pred[hit] == cls)) if hit.any() else float("nan")
-
-
-def _fpr(y_true, y_pred, *, cls):
-    other = y_true != cls
-    return float(np.mean(y_pred[other] == cls)) if other.any() else float("nan")
-
-
-def _rate(y_true, y_pred, *, cls):
-    return float(np.mean(y_pred == cls))
-
-
 def _metric_frame(p: _Prepared, column: str) -> MetricFrame:
-    """MetricFrame of UAR, WAR, ECE, counts and per-emotion recall/FPR/rate by ``column``."""
-    frame, units = p.frame, p.clusters
-    columns = [f"p_{c}" for c in p.classes]
-    has_probs = all(c in frame.columns for c in columns)
-    probs = frame[columns].to_numpy(float) if has_probs else np.full((len(frame), len(p.classes)), np.nan)
-    y_index = frame["label"].astype(str).map({c: i for i, c in enumerate(p.classes)}).to_numpy(int)
+    """MetricFrame by ``column`` of the confusion matrix (C, C), subject count and ECE.
+
+    Three metrics, not one per emotion: MetricFrame's cost grows with metrics x rows, and
+    every per-emotion rate follows from the confusion matrix (:func:`_from_confusion`).
+    """
+    frame, c = p.frame, len(p.classes)
+    index = {name: i for i, name in enumerate(p.classes)}
+    y_true = frame["label"].astype(str).map(index).to_numpy(np.int64)
+    y_pred = frame["predicted"].astype(str).map(index).to_numpy(np.int64)
+    columns = [f"p_{name}" for name in p.classes]
+    has_probs = all(name in frame.columns for name in columns)
+    probs = frame[columns].to_numpy(float) if has_probs else None
     metrics = {
-        "n_clips": lambda t, y: float(len(t)),
+        "confusion": lambda t, y: np.bincount(t * c + y, minlength=c * c).reshape(c, c),
         "n_units": lambda t, y, units: float(len(np.unique(units))),
-        "uar": partial(uar, classes=p.classes),
-        "war": war,
         # MetricFrame splits only 1-D sample parameters, so ECE receives row numbers
-        "ece": lambda t, y, rows: (expected_calibration_error(y_index[rows], probs[rows]) if has_probs
-                                   else float("nan")),
+        "ece": lambda t, y, rows: expected_calibration_error(t, probs[rows]) if has_probs else float("nan"),
     }
-    for kind, fn in (("recall", _recall), ("fpr", _fpr), ("rate", _rate)):
-        metrics.update({f"{kind}_{c}": partial(fn, cls=c) for c in p.classes})
     return MetricFrame(
-        metrics=metrics,
-        y_true=frame["label"].astype(str).to_numpy(object),
-        y_pred=frame["predicted"].astype(str).to_numpy(object),
-        sensitive_features=frame[column].rename(column),
-        sample_params={"n_units": {"units": units.to_numpy()}, "ece": {"rows": np.arange(len(frame))}},
+        metrics=metrics, y_true=y_true, y_pred=y_pred, sensitive_features=frame[column].rename(column),
+        sample_params={"n_units": {"units": p.clusters.to_numpy()}, "ece": {"rows": np.arange(len(frame))}},
     )
+
+
+def _from_confusion(matrix: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """n_clips, UAR, WAR and per-emotion recall (TPR), false positive rate and predicted rate
+    from one (C, C) confusion matrix (rows = true class)."""
+    matrix = np.asarray(matrix, dtype=float)
+    n, hits = matrix.sum(), np.diag(matrix)
+    true, predicted = matrix.sum(axis=1), matrix.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(true > 0, hits / true, np.nan)
+        fpr = np.where(n - true > 0, (predicted - hits) / (n - true), np.nan)
+    row = {"n_clips": int(n), "uar": float(np.nanmean(recall)) if (true > 0).any() else float("nan"),
+           "war": float(hits.sum() / n) if n else float("nan")}
+    for kind, values in (("recall", recall), ("fpr", fpr), ("rate", predicted / max(n, 1.0))):
+        row.update({f"{kind}_{name}": float(v) for name, v in zip(classes, values)})
+    return row
 
 
 def _seed(seed: int, column: str) -> list[int]:
@@ -111,9 +110,12 @@ def _seed(seed: int, column: str) -> list[int]:
 def _group_table(p: _Prepared, *, min_subjects: int, n_boot: int, ci: float, seed: int) -> pd.DataFrame:
     tables = []
     for column in p.columns:
-        table = _metric_frame(p, column).by_group.reset_index(names="group")
+        by_group = _metric_frame(p, column).by_group
+        table = pd.DataFrame([_from_confusion(m, p.classes) for m in by_group["confusion"]])
+        table.insert(0, "group", by_group.index.astype(str))
         table.insert(0, "attribute", column)
-        table["n_subjects"] = table.pop("n_units") if p.clustered else np.nan
+        table.insert(5, "ece", by_group["ece"].to_numpy(float))
+        table.insert(3, "n_subjects", by_group["n_units"].to_numpy(float) if p.clustered else np.nan)
         table["assessable"] = (table["n_subjects"] if p.clustered else table["n_clips"]) >= min_subjects
         if n_boot:
             counts = group_counts(p.frame, column, p.classes, p.clusters)
@@ -121,9 +123,7 @@ def _group_table(p: _Prepared, *, min_subjects: int, n_boot: int, ci: float, see
             bounds = np.array([percentile_interval(boot[:, g], ci) for g in range(boot.shape[1])])
             table["uar_low"], table["uar_high"] = bounds[:, 0], bounds[:, 1]
         tables.append(table)
-    out = pd.concat(tables, ignore_index=True)
-    out[["n_clips"]] = out[["n_clips"]].astype(int)
-    return out
+    return pd.concat(tables, ignore_index=True)
 
 
 def group_metrics(
@@ -152,12 +152,10 @@ def group_metrics(
 def confusion_matrices(pred: pd.DataFrame, *, attribute: str, classes: Sequence[str]) -> dict[str, pd.DataFrame]:
     """Per group of ``attribute``: a (C, C) count table, rows = true class, columns = predicted."""
     p = _prepare(pred, classes=classes, attributes=[attribute], intersections=None, cluster=None)
-    out = {}
-    for group, rows in p.frame.groupby(attribute, sort=True):
-        matrix = confusion_matrix(rows["label"].astype(str), rows["predicted"].astype(str), labels=list(classes))
-        out[str(group)] = pd.DataFrame(matrix, index=pd.Index(classes, name="true"),
-                                       columns=pd.Index(classes, name="predicted"))
-    return out
+    by_group = _metric_frame(p, attribute).by_group
+    names = pd.Index(classes)
+    return {str(group): pd.DataFrame(matrix, index=names.rename("true"), columns=names.rename("predicted"))
+            for group, matrix in by_group["confusion"].items()}
 
 
 def _emotion_gaps(by_group: pd.DataFrame, column: str, classes: Sequence[str]) -> list[dict]:
@@ -217,9 +215,13 @@ def _align(p: _Prepared, other: pd.DataFrame, name: str) -> _Prepared:
     if "clip_id" not in p.frame.columns or "clip_id" not in other.columns:
         raise ValueError(f"modality predictions '{name}': both tables need a clip_id column")
     check_predictions(other, p.classes, name=f"modality predictions '{name}'")
-    mapped = p.frame["clip_id"].map(other.set_index("clip_id")["predicted"])
+    keyed = other.set_index(other["clip_id"].astype(str))
+    clip_ids = p.frame["clip_id"].astype(str)
+    mapped = clip_ids.map(keyed["predicted"])
     if mapped.isna().any() or len(other) != len(p.frame):
         raise ValueError(f"modality predictions '{name}': clip_ids differ from the audited predictions")
+    if (clip_ids.map(keyed["label"]).astype(str) != p.frame["label"].astype(str)).any():
+        raise ValueError(f"modality predictions '{name}': labels differ from the audited predictions")
     return _Prepared(p.frame.assign(predicted=mapped.astype(str)), p.columns, p.clusters, p.clustered, p.classes)
 
 

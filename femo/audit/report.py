@@ -136,47 +136,67 @@ def _gap_phrase(r: dict[str, Any], ci: float) -> str:
             f"adjusted p = {r['p_adjusted']:.3g}")
 
 
+def _listing(items: list[str], limit: int = 8) -> str:
+    """Comma-joined items, the tail summarised as "and N more"."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _gap_sentences(result: AuditResult) -> list[str]:
+    d, alpha = result.disparities, result.alpha
+    tested = d[d["p_value"].notna()]
+    significant = tested[tested["p_adjusted"] < alpha].to_dict("records")
+    calm = tested[~(tested["p_adjusted"] < alpha)].to_dict("records")
+    if tested.empty:
+        out = ["No attribute has two groups with enough subjects, so no UAR gap could be tested."]
+    elif significant:
+        out = [f"Significant UAR gaps after Holm correction (alpha {alpha:g}): "
+               + "; ".join(_gap_phrase(r, result.ci) for r in significant) + "."]
+    else:
+        out = [f"No UAR gap is significant after Holm correction (alpha {alpha:g})."]
+    if calm:
+        out.append("Not significant: " + _listing(
+            [f"{r['attribute']} (gap {r['gap']:.2f}, adjusted p = {r['p_adjusted']:.2g})" for r in calm]) + ".")
+    untested = d.loc[d["p_value"].isna(), "attribute"].tolist()
+    if untested:
+        out.append(f"Not tested (fewer than two groups with {result.min_subjects}+ subjects): {', '.join(untested)}.")
+    return out
+
+
+def _coverage_sentences(result: AuditResult) -> list[str]:
+    out = []
+    small = result.groups[~result.groups["assessable"]].to_dict("records")
+    if small:
+        unit, count = ("subjects", "n_subjects") if result.clustered else ("clips", "n_clips")
+        out.append(f"Too few {unit} to judge (< {result.min_subjects}), shown but not ranked: " + _listing(
+            [f"{r['attribute']}='{r['group']}' ({int(r[count])})" for r in small]) + ".")
+    if result.notes:
+        out.append("Skipped: " + "; ".join(result.notes) + ".")
+    unknown = result.groups[result.groups["group"] == UNKNOWN]
+    if len(unknown):
+        out.append(f"Missing metadata is kept as group '{UNKNOWN}' in: {', '.join(unknown['attribute'])}.")
+    return out
+
+
+def _data_sentence(result: AuditResult) -> str:
+    source = result.composition_source
+    assoc = result.associations[result.associations["flagged"]]
+    if not len(assoc):
+        return f"No emotion is significantly over- or under-represented in any group of the {source}."
+    examples = [f"'{r['emotion']}' is {r['direction']}-represented in {r['attribute']}='{r['group']}' "
+                f"(lift {r['lift']:.2f})" for r in assoc.sort_values("p_adjusted").head(3).to_dict("records")]
+    return f"In the {source}, {len(assoc)} emotion-group association(s) are significant, e.g. {', '.join(examples)}."
+
+
 def summarize(result: AuditResult) -> str:
     """One plain-English paragraph: data, method, significant gaps, untestable groups, data bias."""
     d = result.disparities
     who = f"{result.n_subjects} subjects" if result.clustered else "an unknown number of subjects"
     parts = [f"Audited {result.n_clips} clips from {who} across {len(d)} attribute(s) ({', '.join(d['attribute'])})."]
     if result.clustered:
-        parts.append(f"Intervals are {result.ci:.0%} bootstrap intervals resampling subjects ({result.n_boot} resamples).")
+        parts.append(f"Intervals are {result.ci:.0%} bootstrap intervals resampling subjects "
+                     f"({result.n_boot} resamples).")
     else:
         parts.append("There is no subject column, so intervals resample clips and are likely too narrow "
                      "(clips of one person are correlated).")
-    tested = d[d["p_value"].notna()]
-    significant = tested[tested["p_adjusted"] < result.alpha]
-    if len(significant):
-        parts.append("Significant UAR gaps after Holm correction (alpha "
-                     f"{result.alpha:g}): " + "; ".join(_gap_phrase(r, result.ci) for r in significant.to_dict("records")) + ".")
-    else:
-        parts.append(f"No UAR gap is significant after Holm correction (alpha {result.alpha:g}).")
-    calm = tested[~(tested["p_adjusted"] < result.alpha)]
-    if len(calm):
-        parts.append("Not significant: " + ", ".join(
-            f"{r['attribute']} (gap {r['gap']:.2f}, adjusted p = {r['p_adjusted']:.2g})" for r in calm.to_dict("records")) + ".")
-    untested = d.loc[d["p_value"].isna(), "attribute"].tolist()
-    if untested:
-        parts.append(f"Not tested (fewer than two groups with {result.min_subjects}+ subjects): {', '.join(untested)}.")
-    small = result.groups[~result.groups["assessable"]]
-    if len(small):
-        unit = "subjects" if result.clustered else "clips"
-        count = "n_subjects" if result.clustered else "n_clips"
-        parts.append(f"Too few {unit} to judge (< {result.min_subjects}), shown but not ranked: " + ", ".join(
-            f"{r['attribute']}='{r['group']}' ({int(r[count])})" for r in small.to_dict("records")) + ".")
-    if result.notes:
-        parts.append("Skipped: " + "; ".join(result.notes) + ".")
-    unknown = result.groups[result.groups["group"] == UNKNOWN]
-    if len(unknown):
-        parts.append(f"Missing metadata is kept as group '{UNKNOWN}' in: {', '.join(unknown['attribute'])}.")
-    assoc = result.associations[result.associations["flagged"]]
-    if len(assoc):
-        top = assoc.sort_values("p_adjusted").head(3)
-        parts.append(f"In the {result.composition_source}, {len(assoc)} emotion-group association(s) are significant, e.g. "
-                     + ", ".join(f"'{r['emotion']}' is {r['direction']}-represented in {r['attribute']}='{r['group']}' "
-                                 f"(lift {r['lift']:.2f})" for r in top.to_dict("records")) + ".")
-    else:
-        parts.append(f"No emotion is significantly over- or under-represented in any group of the {result.composition_source}.")
-    return " ".join(parts)
+    return " ".join([*parts, *_gap_sentences(result), *_coverage_sentences(result), _data_sentence(result)])

@@ -15,6 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
+#: Failed clips listed on stderr at the end of a run (all of them are in the index).
+SHOW_FAILED = 20
+
 
 def register(subparsers) -> None:
     """Add the ``extract`` sub-command to ``subparsers``."""
@@ -24,11 +27,14 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, help="feature store folder")
     p.add_argument("--merge", type=Path, metavar="STORE", help="join STORE's shard indexes into index.csv and exit")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--shard", default=None, metavar="i/n", help="take clips i, i+n, ... of the sorted manifest (0 <= i < n)")
+    p.add_argument("--shard", default=None, metavar="i/n",
+                   help="take clips i, i+n, ... of the manifest sorted by clip_id (0 <= i < n)")
     p.add_argument("--frames", type=int, default=16, help="frames sampled per clip, T (default 16)")
     p.add_argument("--face-size", type=int, default=112, help="aligned face crop side S in pixels (default 112)")
-    p.add_argument("--pose-stride", type=int, default=4, help="run the pose model on every k-th sampled frame (default 4)")
-    p.add_argument("--pitch", choices=("yin", "pyin"), default="yin", help="pitch tracker (default yin; pyin is ~25x slower)")
+    p.add_argument("--pose-stride", type=int, default=4,
+                   help="run the pose model on every k-th sampled frame (default 4)")
+    p.add_argument("--pitch", choices=("yin", "pyin"), default="yin",
+                   help="pitch tracker (default yin; pyin is ~25x slower)")
     p.add_argument("--max-side", type=int, default=None, help="downscale decoded frames to this longer side (px)")
     p.add_argument("--force", action="store_true", help="redo every clip, even those already done")
     p.add_argument("--embed", default=None, metavar="NAME", help="then cache frozen-CNN embeddings with encoder NAME")
@@ -80,8 +86,10 @@ def _extract(args: argparse.Namespace) -> int:
     failed = index[index["status"] != "ok"]
     print(f"{args.out / index_name(shard)}: {len(index)} clip(s), {len(index) - len(failed)} ok, "
           f"{len(failed)} failed ({index.attrs['processed']} processed now)")
-    for cid, err in zip(failed["clip_id"], failed["error"]):
+    for cid, err in zip(failed["clip_id"][:SHOW_FAILED], failed["error"][:SHOW_FAILED], strict=True):
         print(f"  failed {cid}: {err}", file=sys.stderr)
+    if len(failed) > SHOW_FAILED:
+        print(f"  ... and {len(failed) - SHOW_FAILED} more (status/error columns of the index)", file=sys.stderr)
     if args.embed:
         folder = _embed_function(args.embed)(args.out, encoder=args.embed, progress=args.progress)
         print(f"embeddings: {folder}")

@@ -31,17 +31,19 @@ def register(subparsers) -> None:
     p.add_argument("--clips", type=int, default=None, help="synthetic clips (default: femo synth's default)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: femo train's default)")
     p.add_argument("--fold", type=int, default=1, help="test fold of the 5-fold subject-independent split")
+    p.add_argument("--workers", type=int, default=2, help="feature-extraction processes (default: 2)")
     p.add_argument("--reports-dir", default="reports", help="where report folders go (default: reports)")
     p.add_argument("--force", action="store_true", help="rerun finished stages")
     p.set_defaults(func=run)
 
 
-def _femo(argv: list[str]) -> None:
+def _femo(argv: list[str], *, ok: tuple[int, ...] = (0,)) -> None:
+    """Run ``femo ARGV`` in this process; StageError unless its exit status is in ``ok``."""
     from femo import cli
 
     print(f"$ femo {' '.join(argv)}", flush=True)
     rc = cli.main(argv)
-    if rc != 0:
+    if rc not in ok:
         raise StageError(f"`femo {' '.join(argv)}` exited with status {rc}")
 
 
@@ -49,7 +51,7 @@ def _data_stage(args: argparse.Namespace, work: Path) -> Path:
     """Write or build the manifest; returns its path."""
     if not args.data:
         out = work / "data"
-        _femo(["synth", "--out", str(out)] + (["--clips", str(args.clips)] if args.clips else []))
+        _femo(["synth", str(out)] + (["--clips", str(args.clips)] if args.clips else []))
         return out / "manifest.csv"
     source = Path(args.data).expanduser().resolve()
     if not source.exists():
@@ -70,20 +72,20 @@ def _stages(args: argparse.Namespace, work: Path, state: dict) -> dict[str, Call
         return {"manifest": str(_data_stage(args, work))}
 
     def features() -> dict:
-        _femo(["extract", state["data"]["manifest"], "--out", str(store)])
+        # Status 1 = some clips failed: they are recorded in the index and the rest go on.
+        _femo(["extract", state["data"]["manifest"], "--out", str(store), "--workers", str(args.workers)],
+              ok=(0, 1))
         return {"store": str(store)}
 
     def embeddings() -> dict:
         from femo import demo
 
-        name = demo.cache_embeddings(store)
-        return {"embeddings": name or ""}
+        return {"embeddings": demo.cache_embeddings(store) or ""}
 
     def train() -> dict:
-        extra = ["--epochs", str(args.epochs)] if args.epochs else []
-        emb = state.get("embeddings", {}).get("embeddings")
-        _femo(["train", str(store), "--out", str(run_dir), "--fold", str(args.fold)]
-              + (["--embeddings", emb] if emb else []) + extra)
+        emb = state["embeddings"]["embeddings"]
+        _femo(["train", str(store), "--out", str(run_dir), "--fold", str(args.fold), "--cache", "--quiet"]
+              + (["--embeddings", emb] if emb else []) + (["--epochs", str(args.epochs)] if args.epochs else []))
         return {"run": str(run_dir)}
 
     def reports() -> dict:

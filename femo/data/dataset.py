@@ -63,11 +63,13 @@ class FeatureDataset(Dataset):
     cached frame embeddings (``STORE/embeddings/<name>/<clip_id>.npy``, (T, D) float16) used
     instead of face crops. augment: random horizontal flip and brightness jitter of face crops
     (drawn from torch's global RNG, so seeded runs stay reproducible); no effect on embeddings.
+    cache: keep every decoded sample in memory after its first read (before augmentation); worth
+    it for cached embeddings, costly for raw faces (T * 3 * S * S * 4 bytes per clip).
     """
 
     def __init__(self, store: str | Path, *, index: pd.DataFrame | None = None,
                  config: DataConfig = DataConfig(), embeddings: str | None = None,
-                 augment: bool = False) -> None:
+                 augment: bool = False, cache: bool = False) -> None:
         self.store = Path(store)
         self.meta = read_meta(self.store)
         self.classes: tuple[str, ...] = tuple(self.meta.classes)
@@ -83,6 +85,7 @@ class FeatureDataset(Dataset):
         self.config = config
         self.embeddings = embeddings
         self.augment = augment
+        self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
 
     def _votes(self) -> np.ndarray:
         """(N, C) float32 vote distributions; one-hot where there are no (or zero) votes."""
@@ -113,7 +116,9 @@ class FeatureDataset(Dataset):
     def _face_emb(self, clip_id: str) -> np.ndarray:
         path = self.embedding_file(clip_id)
         if not path.is_file():
-            raise StoreError(f"{path}: cached embedding missing; run `femo embed {self.store} --encoder {self.embeddings}`")
+            raise StoreError(f"{path}: cached embedding missing; create them with "
+                             f"femo.embed.cache_embeddings({str(self.store)!r}, encoder=...) or "
+                             f"`femo extract ... --embed {self.embeddings}`")
         arr = np.load(path, allow_pickle=False).astype(np.float32)
         if arr.ndim != 2:
             raise StoreError(f"{path}: expected a (T, D) array, got shape {arr.shape}")
@@ -125,18 +130,32 @@ class FeatureDataset(Dataset):
         return np.arange(n) if n == t else np.floor(np.arange(t) * n / t).astype(int)
 
     def _faces(self, faces: np.ndarray) -> torch.Tensor:
-        """(T, S, S, 3) uint8 -> (T, 3, size, size) float in [0, 1], optionally augmented."""
+        """(T, S, S, 3) uint8 -> (T, 3, size, size) float in [0, 1]."""
         x = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float() / 255.0
         size = self.config.face_size
         if x.shape[-1] != size:
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        if self.augment:
-            if torch.rand(()) < 0.5:
-                x = x.flip(-1)
-            x = (x * (0.8 + 0.4 * torch.rand(()))).clamp(0.0, 1.0)
         return x
 
+    @staticmethod
+    def _augment(x: torch.Tensor) -> torch.Tensor:
+        """Random horizontal flip and brightness factor in [0.8, 1.2] of (T, 3, S, S) crops."""
+        if torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return (x * (0.8 + 0.4 * torch.rand(()))).clamp(0.0, 1.0)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if self._cache is not None and i in self._cache:
+            sample = dict(self._cache[i])
+        else:
+            sample = self._load(i)
+            if self._cache is not None:
+                self._cache[i] = dict(sample)
+        if self.augment and "face" in sample:
+            sample["face"] = self._augment(sample["face"])
+        return sample
+
+    def _load(self, i: int) -> dict[str, torch.Tensor]:
         clip_id = str(self.index["clip_id"].iloc[i])
         z = read_clip(self.store, clip_id)
         sel = self._frames(len(z["face_found"]))

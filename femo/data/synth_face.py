@@ -25,7 +25,7 @@ MOUTH_PARAMS: frozenset[str] = frozenset({"curv", "width", "open", "tilt", "pres
 #: Apex expression of each emotion at intensity 1 (offsets from neutral; missing = 0).
 APEX: dict[str, dict[str, float]] = {
     "neutral": {},
-    "happy": {"curv": 1.0, "width": 0.3, "open": 0.35, "eye": -0.3, "brow": 0.1},
+    "happy": {"curv": 1.4, "width": 0.35, "open": 0.4, "eye": -0.3, "brow": 0.1},
     "sad": {"curv": -0.9, "width": -0.1, "brow": -0.15, "inner": 1.0, "eye": -0.35},
     "angry": {"curv": -0.2, "width": -0.3, "brow": -0.9, "inner": -1.0, "eye": -0.6, "press": 1.0},
     "surprise": {"open": 1.3, "width": -0.4, "brow": 1.2, "eye": 0.6},

@@ -3,7 +3,8 @@
 All flags but ``has_audio`` are floats; a flag that cannot be measured (no face, no audio) is
 NaN, never a made-up zero.
 
-* ``brightness``: mean luma (BT.601: 0.299 R + 0.587 G + 0.114 B) of the sampled frames, in [0, 1].
+* ``brightness``: mean luma (BT.601: 0.299 R + 0.587 G + 0.114 B) of the sampled frames, in [0, 1]
+  (NaN for audio-only clips).
 * ``face_ratio``: fraction of sampled frames with a face.
 * ``yaw``, ``pitch``, ``roll``: median absolute head angle in degrees over frames with a face.
 * ``occlusion``: skin-colour consistency proxy in [0, 1]. For each frame with a face, the median
@@ -31,8 +32,10 @@ OCCLUSION_DELTA = 30.0
 
 
 def brightness(frames: np.ndarray) -> float:
-    """Mean BT.601 luma of (T, H, W, 3) uint8 RGB frames, in [0, 1]."""
+    """Mean BT.601 luma of (T, H, W, 3) uint8 RGB frames, in [0, 1]; NaN without pixels."""
     f = np.asarray(frames, dtype=np.float32)
+    if f.size == 0:
+        return float("nan")
     return float((f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114).mean() / 255.0)
 
 

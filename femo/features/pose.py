@@ -34,6 +34,11 @@ class PoseTrack:
         return {"pose": self.pose, "pose_found": self.pose_found}
 
 
+def empty_pose_track(num_frames: int) -> PoseTrack:
+    """A track of ``num_frames`` frames with no body (zeros, ``pose_found`` all False)."""
+    return PoseTrack(pose=np.zeros((num_frames, N_POSE, 4), np.float32), pose_found=np.zeros(num_frames, bool))
+
+
 def computed_frames(num_frames: int, stride: int) -> np.ndarray:
     """Indices the landmarker runs on: every ``stride``-th frame plus the last one. (K,) int."""
     if stride < 1:

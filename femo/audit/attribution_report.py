@@ -1,0 +1,131 @@
+"""Attribution over many clips of a trained run, collected into tables for the report.
+
+:func:`attribute_clips` runs :func:`femo.audit.attribution.attribute` batch by batch and keeps
+small summaries per clip (region shares, per-frame curve, input shares, convergence delta,
+geometry-feature importance) plus full maps for the first ``n_examples`` clips only, so memory
+stays flat however many clips are attributed.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from femo.audit import attribution as at
+from femo.audit import attribution_regions as ar
+
+
+@dataclass
+class ClipAttributions:
+    """Per-clip summaries of a run's attributions.
+
+    table: one row per clip: ``index, clip_id, label, target`` (class names), ``delta``,
+    ``relative_delta``, ``share_<input>`` (face / landmarks / audio / prosody) and one column per
+    facial region (``brows .. jaw, other``; NaN without face crops or mesh), then the index's
+    metadata columns. curves: (N, T) per-frame face importance. features: (N, G) geometry-feature
+    importance (None without a landmarks input). examples: full maps of the first clips
+    (``faces`` (n, S, S, 3) uint8 of each clip's most important frame, ``maps`` (n, S, S),
+    ``points`` (n, 478, 2), ``logmel`` / ``logmel_attr`` (n, 64, A)).
+    """
+
+    table: pd.DataFrame
+    curves: np.ndarray
+    features: np.ndarray | None
+    regions: tuple[str, ...]
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _meshes(store: Path, clip_ids: Sequence[str], size: int, aspect: Sequence[float]) -> tuple[list, list, list]:
+    """Crop pixel meshes, face-found flags and uint8 crops per clip from the feature store."""
+    from femo.data.store import read_clip
+
+    points, found, faces = [], [], []
+    for cid, asp in zip(clip_ids, aspect):
+        arrays = read_clip(store, cid)
+        ok = np.asarray(arrays["face_found"], bool)
+        points.append(ar.crop_points(arrays["landmarks"], arrays["face_box"], size=size, aspect=asp) if ok.any() else None)
+        found.append(ok)
+        faces.append(arrays["faces"])
+    return points, found, faces
+
+
+def _aspect(rows: pd.DataFrame) -> list[float]:
+    """Frame width / height per clip from ``width``/``height`` or ``aspect`` columns; 1.0 when unknown."""
+    if "aspect" in rows.columns:
+        return pd.to_numeric(rows["aspect"], errors="coerce").fillna(1.0).tolist()
+    if {"width", "height"} <= set(rows.columns):
+        ratio = pd.to_numeric(rows["width"], errors="coerce") / pd.to_numeric(rows["height"], errors="coerce")
+        return ratio.fillna(1.0).tolist()
+    return [1.0] * len(rows)
+
+
+def _face_part(res: at.Attribution, rows: pd.DataFrame, store: Path, regions: Mapping, radius: float | None):
+    """Region table and example material of one batch (requires raw face crops)."""
+    maps = at.spatial_maps(res)  # (B, T, S, S)
+    points, found, faces = _meshes(store, rows["clip_id"].astype(str).tolist(), maps.shape[-1], _aspect(rows))
+    table = ar.clip_region_table(maps, points, found=found, regions=regions, radius=radius)
+    return table, maps, points, faces
+
+
+def _example(store_faces, maps, points, curves, res, i) -> dict[str, np.ndarray]:
+    t = int(np.argmax(curves[i]))
+    out = {"faces": store_faces[i][t], "maps": maps[i][t], "frame": np.array(t)}
+    out["points"] = points[i][t] if points[i] is not None else np.full((478, 2), -1.0)
+    if "audio" in res.maps:
+        out["logmel_attr"] = at.logmel_maps(res)[i]
+    return out
+
+
+def attribute_clips(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]], *,
+                    index: pd.DataFrame, store: str | Path, classes: Sequence[str],
+                    method: str = "integrated_gradients", n_examples: int = 4,
+                    regions: Mapping[str, Sequence[int]] | None = None, radius: float | None = None,
+                    **kwargs) -> ClipAttributions:
+    """Attribute every clip of ``batches`` and summarise (see :class:`ClipAttributions`).
+
+    index: the dataset's index (row ``i`` = sample ``index == i``; needs ``clip_id``). store: the
+    feature store (face meshes for the region masks). kwargs go to :func:`attribute`
+    (``target``, ``means``, ``n_steps``, ``n_samples``, ``blur_sigma``).
+    """
+    regions = ar.default_regions() if regions is None else regions
+    tables, curves, features, examples = [], [], [], []
+    for batch in batches:
+        res = at.attribute(model, batch, method=method, **kwargs)
+        rows = index.iloc[res.index].reset_index(drop=True)
+        frame = pd.DataFrame({"index": res.index, "clip_id": rows["clip_id"].astype(str),
+                              "label": [classes[i] for i in res.label], "target": [classes[i] for i in res.target],
+                              "delta": res.delta, "relative_delta": res.relative_delta()})
+        for key, value in at.input_shares_per_clip(res).items():
+            frame[f"share_{key}"] = value
+        face_key = "face" if "face" in res.maps else "face_emb"
+        curve = at.frame_importance(res, face_key)
+        if "face" in res.maps:
+            region_table, maps, points, faces = _face_part(res, rows, Path(store), regions, radius)
+            frame = pd.concat([frame, region_table], axis=1)
+            for i in range(min(len(rows), n_examples - len(examples))):
+                example = _example(faces, maps, points, curve, res, i)
+                if "audio" in batch:
+                    example["logmel"] = batch["audio"][i, 0].cpu().numpy()
+                examples.append(example)
+        if "landmarks" in res.maps:
+            features.append(at.feature_importance(res, "landmarks"))
+        meta = rows.drop(columns=[c for c in rows.columns if c in frame.columns or c == "label"])
+        tables.append(pd.concat([frame, meta], axis=1))
+        curves.append(curve)
+    table = pd.concat(tables, ignore_index=True)
+    stacked = {k: np.stack([e[k] for e in examples]) for k in (examples[0] if examples else {})}
+    return ClipAttributions(table, np.concatenate(curves), np.concatenate(features) if features else None,
+                            (*regions, ar.OTHER), stacked)
+
+
+def region_summary(result: ClipAttributions) -> dict[str, float]:
+    """Mean share per facial region over clips with a face (NaN-free clips only)."""
+    cols = list(result.regions)
+    if not set(cols) <= set(result.table.columns):  # no face crops were attributed
+        return {}
+    part = result.table[cols].dropna()
+    return {c: float(part[c].mean()) for c in cols} if len(part) else {}

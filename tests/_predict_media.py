@@ -1,0 +1,71 @@
+"""Real media and run folders for the inference tests: an animated astronaut photo with a tone,
+a face-free clip, and a run folder holding an untrained FemoNet checkpoint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from femo.config import DataConfig, ModelConfig, to_dict
+from femo.data.media import write_video
+
+CLASSES = ("happy", "sad", "neutral")
+TINY_DATA = DataConfig(num_frames=8, face_size=48, audio_frames=32, classes=CLASSES)
+TINY_MODEL = ModelConfig(dim=32, heads=2, temporal="transformer", fusion="gated", frame_encoder="resnet18")
+
+
+def tone(seconds: float, *, sample_rate: int = 16_000, freq: float = 220.0) -> np.ndarray:
+    """(N,) float32 sine at ``freq`` Hz with a slow amplitude wobble."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return (0.3 * np.sin(2 * np.pi * freq * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t))).astype(np.float32)
+
+
+def moving_frames(image: np.ndarray, *, seconds: float, fps: float, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W, 3) uint8: ``image`` on a grey canvas of ``size`` (w, h) with a small affine wobble."""
+    w, h = size
+    side = min(w, h)
+    img = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    out = []
+    for i in range(int(round(seconds * fps))):
+        a = 2 * np.pi * i / max(fps * 2, 1)
+        m = cv2.getRotationMatrix2D((side / 2, side / 2), 3 * np.sin(a), 1.0 + 0.02 * np.cos(a))
+        m[:, 2] += [(w - side) / 2 + 4 * np.sin(a), 3 * np.cos(a)]
+        out.append(cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_CONSTANT, borderValue=(128, 128, 128)))
+    return np.stack(out)
+
+
+def astronaut_clip(path: Path, *, seconds: float = 3.0, fps: float = 10.0, size=(320, 240), audio: bool = True) -> Path:
+    """An mp4 of the animated astronaut photo, with a tone unless ``audio`` is False."""
+    from skimage.data import astronaut
+
+    frames = moving_frames(astronaut(), seconds=seconds, fps=fps, size=size)
+    return write_video(path, frames, fps=fps, audio=tone(seconds) if audio else None)
+
+
+def faceless_clip(path: Path, *, seconds: float = 2.0, fps: float = 10.0, size=(320, 240)) -> Path:
+    """An mp4 of a moving colour gradient (no face), with a tone."""
+    w, h = size
+    x = np.linspace(0, 255, w)[None, :, None]
+    y = np.linspace(0, 255, h)[:, None, None]
+    base = np.concatenate([np.broadcast_to(x, (h, w, 1)), np.broadcast_to(y, (h, w, 1)),
+                           np.full((h, w, 1), 90.0)], axis=2).astype(np.uint8)
+    frames = moving_frames(base, seconds=seconds, fps=fps, size=size)
+    return write_video(path, frames, fps=fps, audio=tone(seconds))
+
+
+def make_run(out: Path, *, model: ModelConfig = TINY_MODEL, data: DataConfig = TINY_DATA,
+             classes=CLASSES, seed: int = 0) -> Path:
+    """A run folder (config.json + best.pt) with an untrained FemoNet, in femo.train's format."""
+    from femo.models.net import FemoNet
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    net = FemoNet(model, len(classes)).eval()
+    config = {"model": to_dict(model), "train": {}, "data": to_dict(data), "classes": list(classes),
+              "store": str(out / "no-store"), "fold": None, "versions": {}}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    torch.save({"model": net.state_dict(), "epoch": 1, "config": config, "classes": list(classes)}, out / "best.pt")
+    return out
