@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(VENV)/bin/femo models fetch
+	$(VENV)/bin/femo models fetch --face-weights
 	touch $@
 
 venv: $(VENV)/.installed

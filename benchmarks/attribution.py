@@ -6,8 +6,10 @@ One 16-frame clip (and a batch of 4) with face crops, geometry, log-mel and pros
 * GradientShap with 8 samples (the faster method),
 * the 7-subset modality ablation forward passes and per-clip captum Shapley values.
 
-Weights are random (``weights=None``): speed does not depend on their values.
-Usage: python benchmarks/attribution.py [--steps 16] [--threads 2]
+Weights are random (``weights=None``): speed does not depend on their values. Each timing is
+reported as wall seconds and as process CPU seconds / threads, which is what the wall time would
+be on an otherwise idle machine (the two agree when nothing else runs).
+Usage: python benchmarks/attribution.py [--steps 16] [--threads 2] [--clips 1 4]
 Writes benchmarks/results/attribution.json.
 """
 from __future__ import annotations
@@ -39,35 +41,42 @@ def clip_batch(b: int, *, t: int = 16, s: int = 112, a: int = 128, c: int = 7) -
             "index": torch.arange(b)}
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn, threads: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds / threads) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, (time.process_time() - cpu) / threads
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clips", type=int, nargs="+", default=[1, 4])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = FemoNet(ModelConfig(dim=64, temporal="transformer", fusion="gated", frame_encoder="resnet18"), 7).eval()
     rows = []
-    for b in (1, 4):
+    attribution.attribute(model, clip_batch(1), n_steps=2)  # warm-up
+    for b in args.clips:
         batch = clip_batch(b)
-        attribution.attribute(model, clip_batch(1), n_steps=2)  # warm-up
-        ig = timed(lambda: attribution.attribute(model, batch, n_steps=args.steps, internal_batch_size=8 * b))
-        gs = timed(lambda: attribution.attribute(model, batch, method="gradient_shap", n_samples=8))
-        subsets = timed(lambda: ablation.evaluate_subsets(model, [batch]))
-        shap = timed(lambda: ablation.clip_shapley(model, [batch]))
-        rows.append({"clips": b, "ig_s_per_clip": ig / b, "gradient_shap_s_per_clip": gs / b,
-                     "ablation_7_subsets_s_per_clip": subsets / b, "clip_shapley_s_per_clip": shap / b})
-    print(f"IG steps={args.steps}, threads={args.threads}, ResNet-18 112 px, 16 frames (seconds per clip)")
-    print(f"{'clips':>5} {'IG':>8} {'GradShap':>9} {'7 subsets':>10} {'Shapley':>8}")
+        jobs = {"ig": lambda: attribution.attribute(model, batch, n_steps=args.steps),
+                "gradient_shap": lambda: attribution.attribute(model, batch, method="gradient_shap", n_samples=8),
+                "ablation_7_subsets": lambda: ablation.evaluate_subsets(model, [batch]),
+                "clip_shapley": lambda: ablation.clip_shapley(model, [batch])}
+        row = {"clips": b}
+        for name, job in jobs.items():
+            wall, cpu = timed(job, args.threads)
+            row[f"{name}_wall_s_per_clip"], row[f"{name}_cpu_s_per_clip"] = wall / b, cpu / b
+        rows.append(row)
+    print(f"IG steps={args.steps}, threads={args.threads}, ResNet-18 112 px, 16 frames; seconds per clip, "
+          "wall (CPU/threads)")
+    print(f"{'clips':>5} {'IG':>15} {'GradShap':>15} {'7 subsets':>15} {'Shapley':>15}")
     for r in rows:
-        print(f"{r['clips']:>5} {r['ig_s_per_clip']:>8.2f} {r['gradient_shap_s_per_clip']:>9.2f} "
-              f"{r['ablation_7_subsets_s_per_clip']:>10.2f} {r['clip_shapley_s_per_clip']:>8.2f}")
+        cells = [f"{r[f'{k}_wall_s_per_clip']:6.2f} ({r[f'{k}_cpu_s_per_clip']:5.2f})"
+                 for k in ("ig", "gradient_shap", "ablation_7_subsets", "clip_shapley")]
+        print(f"{r['clips']:>5} " + " ".join(f"{c:>15}" for c in cells))
     out = ROOT / "benchmarks" / "results" / "attribution.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"steps": args.steps, "threads": args.threads, "rows": rows,

@@ -10,7 +10,7 @@ largest summed PSS (shared pages split between processes) of the process tree, p
 0.25 s. Stage columns are median wall ms per clip (the CPU ms per stage follow the table);
 ``cpu ms`` is the median process CPU time per clip, and ``cpu-bound f/s`` = workers x T / that:
 the rate an otherwise idle machine with one core per worker would reach (on a shared machine the
-wall-clock rates mostly measure the other tenants). Writes benchmarks/results/extract.json.
+wall-clock rates mostly measure the other tenants). Writes benchmarks/results/extract.json (``extract_astronaut.json`` for that set).
 """
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def main() -> None:
     print(f"set={args.set} clips={args.clips} T={args.frames} pose_stride={args.pose_stride} "
           f"cpus={psutil.cpu_count()} load={psutil.getloadavg()[0]:.1f}")
     print(table(results))
-    out = Path(__file__).parent / "results" / "extract.json"
+    out = Path(__file__).parent / "results" / ("extract.json" if args.set == "synth" else f"extract_{args.set}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"set": args.set, "config": config_dict(config), "machine": platform.platform(),
                                "cpus": psutil.cpu_count(), "results": results}, indent=2))

@@ -10,7 +10,8 @@ never count towards this process's memory). The model: the default configuration
 the weights. A 2-second warm-up clip runs first (numba/librosa JIT, landmarker start-up); the
 model load and warm-up times are reported separately.
 
-RTF = wall seconds / video seconds (< 1 is faster than real time). ``cpu RTF`` = process CPU
+RTF = wall seconds / video seconds (< 1 is faster than real time), from the first frame decoded to
+the last window predicted (model load and warm-up excluded). ``cpu RTF`` = process CPU
 seconds / video seconds: what an otherwise idle core would need, since on a shared machine the
 wall clock mostly measures the other tenants. Peak RSS is ``ru_maxrss`` of this process (model,
 landmarkers and the streaming buffers). Writes benchmarks/results/predict.json.
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 RESULTS = Path(__file__).resolve().parent / "results" / "predict.json"
 
@@ -86,6 +88,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict:
     _child_clip(clip, args.seconds, args.fps)
     _child_clip(warm, 2.0, args.fps)
     run = make_run(folder / "run")
+    baseline = psutil.Process().memory_info().rss / 2**20  # torch + femo imported, nothing loaded
     t0 = time.perf_counter()
     predictor = femo.load(run)
     load_s = time.perf_counter() - t0
@@ -105,6 +108,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict:
             "load_seconds": load_s, "warmup_seconds": warm_s,
             "face_found": float(tl.face_found.mean()), "audio_windows": int(tl.audio.sum()),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_after_imports_mib": baseline,
             "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores (shared, loaded)",
             "load_average": list(__import__("os").getloadavg())}
 
@@ -129,7 +133,7 @@ def main() -> None:
     for k, v in r["stage_seconds"].items():
         print(f"{k:<10}{v:9.2f}{r['stage_rtf'][k]:8.3f}")
     print(f"{'total':<10}{r['wall_seconds']:9.2f}{r['rtf']:8.3f}   (cpu {r['cpu_seconds']:.2f} s, cpu RTF {r['cpu_rtf']:.3f})")
-    print(f"peak RSS {r['peak_rss_mib']:.0f} MiB; model load {r['load_seconds']:.1f} s, warm-up {r['warmup_seconds']:.1f} s; "
+    print(f"peak RSS {r['peak_rss_mib']:.0f} MiB ({r['rss_after_imports_mib']:.0f} MiB of it after importing torch + femo); model load {r['load_seconds']:.1f} s, warm-up {r['warmup_seconds']:.1f} s; "
           f"face in {r['face_found']:.0%} of frames")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(r, indent=2))

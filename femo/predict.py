@@ -18,9 +18,12 @@ dataset does, :func:`femo.features.geometry.geometry_vector` for landmarks, and
 (face crop size, pose stride, pitch tracker, max frame side) come from the run's store
 (``store.json``) when it is reachable, else from the defaults of :class:`femo.extract.ExtractConfig`.
 
-Main face: the face tracker's rule (:mod:`femo.features.face`): in each chunk of ``chunk`` kept
-frames, the first face chosen maximises sqrt(area) x (1 - distance of its centre from the frame
-centre), then the face nearest the previous box is followed.
+Main face: the face tracker's rule (:mod:`femo.features.face`), applied per chunk of ``chunk``
+kept frames: among the faces the full-frame detector finds, the first one chosen maximises
+sqrt(area) x (1 - distance of its centre from the frame centre), then the face nearest the
+previous box is followed. When the detector finds no face in a whole chunk (faces under ~15% of
+the frame), the tracker's tile search keeps the first face it meets scanning tiles left to right,
+top to bottom; with several such small faces that need not be the largest one.
 """
 from __future__ import annotations
 
@@ -164,12 +167,14 @@ class Predictor:
     """Runs a trained model on video files; see the module docstring. Use as a context manager
     (or call :meth:`close`) to release the mediapipe landmarkers.
 
-    chunk: kept frames per face-tracking chunk. window_batch: windows per forward pass.
+    chunk: kept frames per face-tracking chunk (the windows ready after each chunk go through the
+    head in one batch). log_path: where mediapipe's native log lines go (default: discarded).
     """
 
     def __init__(self, model: RunModel, *, chunk: int = 16, log_path: str | Path | None = None) -> None:
         self.model, self.chunk, self.log_path = model, chunk, log_path
         self._featurizer = None
+        self.last_fusion_seconds = 0.0
 
     @classmethod
     def from_run(cls, run: str | Path, *, classes=None, device: str = "cpu", **kwargs) -> Predictor:
@@ -229,6 +234,7 @@ class Predictor:
     def probabilities(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """(B, C) softmax of the head on a sample-dict batch with ``face_emb``; float64 numpy."""
         t0 = time.perf_counter()
-        logits = self.model.head(batch)["logits"].float()
+        device = next(self.model.head.parameters()).device
+        logits = self.model.head({k: v.to(device) for k, v in batch.items()})["logits"].float().cpu()
         self.last_fusion_seconds = time.perf_counter() - t0
         return torch.softmax(logits, dim=1).double().numpy()

@@ -212,6 +212,7 @@ def plot_composition(frame: pd.DataFrame, column: str, *, by: str = "label",
         table = table.reindex(columns=[c for c in order if c in table.columns])
     fig, ax = _figure(max(6.0, 0.9 * table.shape[1] + 2.5), max(2.4, 0.45 * table.shape[0] + 1.4))
     sns.heatmap(table, annot=True, fmt="d", cmap=CMAP, cbar_kws={"label": "clips"}, ax=ax)
+    ax.grid(False)
     ax.set(xlabel="emotion class" if by == "label" else by, ylabel=column,
            title=f"Clips by {column} and {'class' if by == 'label' else by}")
     ax.tick_params(axis="x", rotation=30)
@@ -321,6 +322,7 @@ def plot_confusion(confusion: np.ndarray | list, classes: Iterable[str], *, norm
                 cbar_kws={"label": "fraction of the true class" if normalize else "clips"}, ax=ax,
                 annot_kws={"size": 9})
     ax.set(xlabel="predicted class", ylabel="true class", title=title)
+    ax.grid(False)
     ax.tick_params(axis="x", rotation=35)
     ax.tick_params(axis="y", rotation=0)
     return fig
@@ -334,7 +336,7 @@ def plot_recall(recall: Mapping[str, float], *, chance: float | None = None,
 
     names = list(recall)
     values = [float(recall[n]) if recall[n] is not None else 0.0 for n in names]
-    fig, ax = _figure(7.0, max(2.5, 0.42 * len(names) + 1.2))
+    fig, ax = _figure(8.0, max(2.5, 0.42 * len(names) + 1.2))
     sns.barplot(x=values, y=names, hue=names, palette=PALETTE, ax=ax, legend=False, orient="h")
     for container, name in zip(ax.containers, names):
         absent = recall[name] is None
@@ -342,7 +344,7 @@ def plot_recall(recall: Mapping[str, float], *, chance: float | None = None,
                      fontsize=8, padding=2, color="0.45" if absent else "0.1", style="italic" if absent else "normal")
     if chance is not None:
         ax.axvline(chance, ls="--", color="0.3", label=f"chance ({chance:.2f})")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # outside: never hides a bar
     ax.set(xlim=(0, 1.08), xlabel="recall", ylabel="emotion class", title=title)
     return fig
 

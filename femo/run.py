@@ -231,6 +231,8 @@ def plan(notebooks: list[Path], overrides: dict[str, Any]) -> dict[Path, dict[st
 
     An override applies to the notebooks that declare it; one that no notebook declares is an error.
     """
+    if "output_dir" in overrides:
+        raise ReportError("output_dir is set by femo report (each notebook writes into its report folder)")
     declared = {nb: notebook_parameters(nb) for nb in notebooks}
     names = set().union(*(set(p) for p in declared.values())) if declared else set()
     unknown = sorted(set(overrides) - names)
@@ -277,6 +279,10 @@ def execute(notebook: Path, folder: Path, parameters: dict[str, Any], *, log_pro
         report.error = f"{exc.ename}: {exc.evalue}"
         raise ReportError(f"{notebook} failed in cell [{exc.exec_count}]: {exc.ename}: {exc.evalue}\n"
                           f"  executed notebook: {executed}") from None
+    except Exception as exc:  # the kernel died, a cell timed out, the kernel could not start...
+        report.error = f"{type(exc).__name__}: {exc}"
+        raise ReportError(f"{notebook} did not run to the end: {report.error}\n"
+                          f"  executed notebook: {executed}") from exc
     finally:
         report.seconds = time.monotonic() - started
         if executed.is_file():

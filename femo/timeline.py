@@ -228,5 +228,6 @@ class FrameFeaturizer:
             if x.shape[-1] != self.model_size:
                 x = torch.nn.functional.interpolate(x, size=(self.model_size, self.model_size), mode="bilinear",
                                                     align_corners=False)
-            out[found] = self.encoder(x).float().numpy()
+            device = next(self.encoder.parameters()).device
+            out[found] = self.encoder(x.to(device)).float().cpu().numpy()
         return out

@@ -69,3 +69,17 @@ def make_run(out: Path, *, model: ModelConfig = TINY_MODEL, data: DataConfig = T
     (out / "config.json").write_text(json.dumps(config, indent=2))
     torch.save({"model": net.state_dict(), "epoch": 1, "config": config, "classes": list(classes)}, out / "best.pt")
     return out
+
+
+def two_people_clip(path: Path, *, seconds: float = 1.0, fps: float = 10.0) -> Path:
+    """640x360 mp4: the astronaut's head large right of centre (300 px) and smaller at the left edge
+    (200 px), shifted a few pixels per frame, with a tone."""
+    from skimage.data import astronaut
+
+    head = astronaut()[20:280, 120:380]
+    canvas = np.full((360, 640, 3), 128, np.uint8)
+    canvas[30:330, 300:600] = cv2.resize(head, (300, 300), interpolation=cv2.INTER_AREA)
+    canvas[80:280, 10:210] = cv2.resize(head, (200, 200), interpolation=cv2.INTER_AREA)
+    shifts = [(round(3 * np.sin(i / fps * np.pi)), round(4 * np.cos(i / fps * np.pi))) for i in range(int(seconds * fps))]
+    frames = np.stack([np.roll(canvas, s, axis=(0, 1)) for s in shifts])
+    return write_video(path, frames, fps=fps, audio=tone(seconds))

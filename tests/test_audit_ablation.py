@@ -77,7 +77,8 @@ def test_shapley_uar_efficiency(planted):
     wide = planted[4]
     table = ab.shapley_uar(wide, C)
     uar_fused = ab.subset_value_table(wide, C)[frozenset(ab.all_subsets()[-1])]
-    assert table["shapley"].sum() == pytest.approx(uar_fused - 1 / C)
+    assert table["shapley"].sum() == pytest.approx(uar_fused - 1 / C)  # every class present
+    assert ab.chance_uar([0, 0, 2]) == pytest.approx(0.5) and np.isnan(ab.chance_uar([]))
     assert table["share"].sum() == pytest.approx(1.0)
 
 
@@ -121,6 +122,7 @@ def test_clip_shapley_sums_to_full_minus_empty(planted):
     expected = (full[range(12), idx] - empty[range(12), idx]).numpy()
     got = phi[["phi_face", "phi_landmarks", "phi_audio"]].sum(axis=1).to_numpy()
     assert got == pytest.approx(expected, abs=1e-5)
+    assert (phi["p_all"] - phi["p_none"]).to_numpy() == pytest.approx(expected, abs=1e-5)
     shares = ab.clip_shares(phi)
     assert shares.sum() == pytest.approx(1.0)
 

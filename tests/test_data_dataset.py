@@ -122,3 +122,11 @@ def test_subject_split_seeded_and_errors():
         subject_split(idx, fold=9)
     with pytest.raises(ValueError, match="split"):
         subject_split(idx.drop(columns=["split"]))
+
+
+def test_damaged_clip_file_is_named(tmp_path):
+    root = build_store(tmp_path, n=2)
+    (root / "clips" / "c0001.npz").write_bytes(b"not a zip")
+    ds = FeatureDataset(root, config=DATA)
+    with pytest.raises(StoreError, match="c0001.npz: unreadable"):
+        ds[1]

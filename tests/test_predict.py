@@ -18,7 +18,7 @@ from femo.predict_output import plot_timeline, write_results
 from femo.timeline import AudioStream, FrameBuffer, window_spans
 from femo.train import CheckpointError
 
-from _predict_media import CLASSES, astronaut_clip, faceless_clip, make_run
+from _predict_media import CLASSES, astronaut_clip, faceless_clip, make_run, two_people_clip
 
 WINDOW_KEYS = {"start", "end", "label", "probabilities", "face", "audio"}
 
@@ -108,6 +108,15 @@ def test_no_audio_windows_say_so(predictor, media, tmp_path):
     assert tl.face_found[0] >= 0.75
     png = plot_timeline(tl, tmp_path / "silent.png")
     assert png.stat().st_size > 5000
+
+
+def test_several_people_follow_the_largest_central_face(predictor, tmp_path):
+    clip = two_people_clip(tmp_path / "two.mp4")
+    tl = predictor.timeline(clip, window=1.0, hop=1.0)
+    x0, y0, x1, y1 = tl.face_box[0]
+    assert tl.face_found[0] >= 0.75
+    assert (x0 + x1) / 2 > 0.55  # the larger face right of centre, not the smaller one at the left edge
+    assert x1 - x0 > 0.1
 
 
 def test_missing_face_uses_the_missing_path(predictor):

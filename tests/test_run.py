@@ -56,6 +56,8 @@ def test_overrides_are_coerced(notebooks: Path, raw: dict, expected: dict) -> No
 def test_unknown_parameter_lists_known_names(notebooks: Path) -> None:
     with pytest.raises(run.ReportError, match=r"unknown parameter\(s\) \['epochz'\].*'scale'.*'seed'"):
         run.plan(run.find_notebooks(notebooks), {"epochz": "3"})
+    with pytest.raises(run.ReportError, match="output_dir is set by femo report"):
+        run.plan(run.find_notebooks(notebooks), {"output_dir": "/tmp"})
 
 
 @pytest.mark.parametrize("key, value", [("seed", "three"), ("seed", 1.5), ("verbose", "maybe"), ("seed", True)])
@@ -146,3 +148,35 @@ def test_headline_and_index_page() -> None:
     assert "<a href='../a/02_train.html'>02_train</a>" in page
     assert "<dt>UAR</dt><dd>0.412</dd>" in page
     assert "KeyError: &lt;x&gt;" in page
+
+
+def test_pipeline_skips_finished_stages_after_a_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from femo.commands import pipeline
+
+    calls: list[str] = []
+    broken = {"train"}
+
+    def fake_stages(args, work, state):
+        def make(name):
+            def stage():
+                calls.append(name)
+                if name in broken:
+                    raise pipeline.StageError(f"`femo {name}` exited with status 2")
+                return {"index": str(tmp_path / "index.html")} if name == "reports" else {"out": name}
+            return stage
+        return {name: make(name) for name in pipeline.STAGES}
+
+    monkeypatch.setattr(pipeline, "_stages", fake_stages)
+    argv = ["pipeline", "--workdir", str(tmp_path / "work")]
+    assert cli.main(argv) == 1
+    assert "stage train failed: `femo train` exited with status 2" in capsys.readouterr().err
+    assert calls == ["data", "features", "embeddings", "train"]
+    broken.clear()
+    calls.clear()
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert calls == ["train", "reports"]
+    assert "[data] done earlier" in out and f"index page: {tmp_path / 'index.html'}" in out
+    state = json.loads((tmp_path / "work" / "stages.json").read_text())
+    assert list(state) == list(pipeline.STAGES) and state["features"]["out"] == "features"

@@ -205,3 +205,34 @@ def test_train_folds_api_subset(tiny_store, tmp_path):
     s = train_folds(tiny_store, out=tmp_path, folds=[2], model=TINY_MODEL, train=TrainConfig(epochs=1, batch_size=8),
                     data=TINY_DATA, progress=False)
     assert list(s["folds"]) == ["2"] and (tmp_path / "fold_2" / "best.pt").is_file()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_mixed_precision_training(tiny_store, tmp_path):
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=0, device="cuda", amp=True)
+    m = train(tiny_store, out=tmp_path, model=TINY_MODEL, train=cfg, fold=1, data=TINY_DATA, progress=False)
+    assert np.isfinite(pd.read_csv(tmp_path / "history.csv")["train_loss"]).all() and 0 <= m["uar"] <= 1
+    ckpt = femo_train.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert all(v.device.type == "cpu" for v in ckpt["model"].values())
+    assert evaluate_run(tmp_path, device="cuda")["uar"] == pytest.approx(m["uar"])
+
+
+@pytest.mark.slow
+def test_end_to_end_on_rendered_synthetic_videos(tmp_path):
+    """femo synth -> extraction -> ResNet-18 (random init, last block trained) fusion model, CPU."""
+    from femo.data.manifest import read_manifest
+    from femo.data.synth import SynthConfig, generate
+    from femo.extract import ExtractConfig, run_extraction
+
+    manifest_path = generate(tmp_path / "synth", SynthConfig(clips=70, subjects=10, size=128, seconds=1.5, workers=1),
+                             log=lambda msg: None)
+    manifest, meta = read_manifest(manifest_path)
+    store = tmp_path / "store"
+    run_extraction(manifest, store, classes=meta.classes, dataset=meta.dataset, workers=1, progress=False,
+                   config=ExtractConfig(num_frames=8, face_size=64, pose_stride=8))
+    model = ModelConfig(dim=32, temporal="mean", fusion="gated", frame_encoder="resnet18", freeze="last-block")
+    cfg = TrainConfig(epochs=6, batch_size=8, lr=3e-3, seed=0, cache=True)
+    m = train(store, out=tmp_path / "run", model=model, train=cfg, fold=1, progress=False)
+    pred = pd.read_csv(tmp_path / "run" / "predictions.csv")
+    assert m["n_test"] == len(pred) > 0 and {"informative", "true_emotion"} <= set(pred.columns)
+    assert m["uar"] > 1 / len(meta.classes)  # above chance on 7 classes

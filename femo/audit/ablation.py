@@ -12,8 +12,9 @@ Two modes:
 Contributions:
 
 * :func:`shapley_uar`: exact Shapley values of each modality for UAR over the 2^3 subsets.
-  The empty subset's value is chance level, ``1 / C`` -- the UAR of any constant (prior / majority
-  class) prediction, since it recalls one class fully and the others not at all.
+  The empty subset's value is chance level, ``1 / K`` with K the number of classes present among
+  the evaluated clips -- the UAR of the prior (majority-class) prediction, which recalls one
+  class fully and the others not at all (UAR averages over present classes only).
 * :func:`clip_shapley`: per-clip Shapley values with captum ``ShapleyValues`` over the tuple of
   per-modality *keep* masks, one feature-mask group per modality, so a removed modality goes
   through the same missing path. Value = softmax probability of the target class; the empty
@@ -167,6 +168,12 @@ def subset_scores(long: pd.DataFrame, n_classes: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def chance_uar(labels: Iterable) -> float:
+    """UAR of the prior (majority-class) prediction: 1 / number of distinct labels (NaN if none)."""
+    k = len(set(np.asarray(labels).tolist()))
+    return 1.0 / k if k else float("nan")
+
+
 def shapley_values(value: Callable[[frozenset[str]], float],
                    modalities: Sequence[str] = MODALITIES) -> dict[str, float]:
     """Exact Shapley value of each modality for the set function ``value(coalition) -> float``.
@@ -196,9 +203,9 @@ def shapley_values(value: Callable[[frozenset[str]], float],
 
 def subset_value_table(frame: pd.DataFrame, n_classes: int, *,
                        modalities: Sequence[str] = MODALITIES) -> dict[frozenset[str], float]:
-    """UAR of every subset from a wide frame (``label``, ``pred_<subset>``); empty set = 1 / C."""
+    """UAR of every subset from a wide frame (``label``, ``pred_<subset>``); empty set = chance."""
     classes = list(range(n_classes))
-    table = {frozenset(): 1.0 / n_classes}
+    table = {frozenset(): chance_uar(frame["label"])}
     for subset in all_subsets(modalities):
         name = FUSED if len(subset) == len(modalities) else subset_name(subset, modalities)
         table[frozenset(subset)] = uar(frame["label"], frame[f"pred_{name}"], classes)
@@ -209,7 +216,7 @@ def shapley_uar(frame: pd.DataFrame, n_classes: int, *,
                 modalities: Sequence[str] = MODALITIES) -> pd.DataFrame:
     """Exact Shapley contribution of each modality to UAR on the clips of a wide frame.
 
-    Returns columns ``modality, shapley`` (UAR points, summing to UAR(fused) - 1/C) and ``share``
+    Returns columns ``modality, shapley`` (UAR, summing to UAR(fused) - chance) and ``share``
     (shapley / sum; NaN when the sum is 0).
     """
     table = subset_value_table(frame, n_classes, modalities=modalities)
@@ -232,8 +239,9 @@ def clip_shapley(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Te
     The attributed inputs are per-modality keep tensors (1 = present, baseline 0 = missing),
     AND-ed with the batch's own masks before the forward, each modality one feature group.
     target: ``"label"`` or ``"predicted"`` (the fused prediction); the value is that class's
-    softmax probability. Returns ``index`` and ``phi_<modality>`` per clip (probability points;
-    per clip they sum to p(all) - p(none)).
+    softmax probability. Returns per clip ``index, label, target``, ``p_all`` / ``p_none`` (the
+    target probability with every / no modality) and ``phi_<modality>`` (probability points; per
+    clip they sum to p_all - p_none).
     """
     from captum.attr import ShapleyValues
 
@@ -253,15 +261,19 @@ def clip_shapley(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Te
 
         keeps = _keep_inputs(batch, modalities)
         masks = tuple(torch.full_like(k, g, dtype=torch.long).contiguous() for g, k in enumerate(keeps))
+        zeros = tuple(torch.zeros_like(k) for k in keeps)
         with torch.no_grad():
-            tgt = batch["label"] if target == "label" else forward(*keeps).argmax(dim=-1)
-            attr = ShapleyValues(forward).attribute(keeps, baselines=tuple(torch.zeros_like(k) for k in keeps),
-                                                    target=tgt, feature_mask=masks)
+            p_all = forward(*keeps)
+            tgt = batch["label"] if target == "label" else p_all.argmax(dim=-1)
+            attr = ShapleyValues(forward).attribute(keeps, baselines=zeros, target=tgt, feature_mask=masks)
+            p_none = forward(*zeros)
         n = len(tgt)
         index = batch["index"].cpu().numpy() if "index" in batch else offset + np.arange(n)
         offset += n
         # every element of a group carries the group's value: read the first one
-        row = {"index": index, "label": batch["label"].cpu().numpy(), "target": tgt.cpu().numpy()}
+        row = {"index": index, "label": batch["label"].cpu().numpy(), "target": tgt.cpu().numpy(),
+               "p_all": p_all.gather(1, tgt[:, None])[:, 0].cpu().numpy(),
+               "p_none": p_none.gather(1, tgt[:, None])[:, 0].cpu().numpy()}
         for m, a in zip(modalities, attr):
             row[f"phi_{m}"] = a.reshape(n, -1)[:, 0].cpu().numpy()
         rows.append(pd.DataFrame(row))

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from femo.audit import stats
-from femo.audit.ablation import FUSED, all_subsets, shapley_values, subset_name
+from femo.audit.ablation import FUSED, all_subsets, chance_uar, shapley_values, subset_name
 from femo.config import MODALITIES
 
 
@@ -185,7 +185,7 @@ def slice_shapley(frame: pd.DataFrame, n_classes: int, *, rules: Sequence[SliceR
     rows = []
     for name, (mask, _) in slice_masks(frame, rules).items():
         part = frame[mask]
-        table = {frozenset(): 1.0 / n_classes}
+        table = {frozenset(): chance_uar(part["label"])}
         for s in all_subsets(modalities):
             table[frozenset(s)] = stats.uar(part["label"], part[cols[_label(s, modalities)]], classes)
         phi = shapley_values(table.__getitem__, modalities)

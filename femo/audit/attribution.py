@@ -166,7 +166,8 @@ def attribute(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
     method: one of :data:`METHODS`. target: ``"predicted"`` (the model's class) or ``"label"``.
     keys: inputs to attribute (default: every attributable key in the batch). means: reference
     per-feature means (:func:`reference_means`; default the batch's own). n_steps: IG steps;
-    n_samples: GradientShap samples. internal_batch_size: IG chunking to bound memory.
+    n_samples: GradientShap samples. internal_batch_size: clips per IG forward/backward chunk
+    (default max(B, 8): with 16 frames per clip, at most ~128 frames through the CNN at once).
     """
     from captum.attr import GradientShap, IntegratedGradients
 
@@ -185,6 +186,8 @@ def attribute(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
         logits = forward(*inputs, *extra)
         tgt = logits.argmax(-1) if target == "predicted" else batch["label"].long()
         gap = (logits - forward(*base, *extra)).gather(1, tgt[:, None])[:, 0]
+    if internal_batch_size is None:
+        internal_batch_size = max(len(tgt), 8)
     if method == "integrated_gradients":
         attr, delta = IntegratedGradients(forward).attribute(
             inputs, baselines=base, target=tgt, additional_forward_args=extra, n_steps=n_steps,

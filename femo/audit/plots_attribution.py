@@ -131,6 +131,8 @@ def plot_logmel_maps(logmels: np.ndarray, maps: np.ndarray, *, titles: Sequence[
     fig, axes = plt.subplots(n, 2, figsize=(8, 2.2 * n + 0.4), layout="constrained", squeeze=False)
     titles = list(titles) if titles is not None else [""] * n
     for (a, b), mel, m, t in zip(axes, logmels, maps, titles):
+        a.grid(False)
+        b.grid(False)
         a.imshow(mel, origin="lower", aspect="auto", cmap="cividis")
         a.set(title=f"log-mel {t}", ylabel="mel band")
         b.imshow(m, origin="lower", aspect="auto", cmap="inferno", vmin=0, vmax=np.percentile(m, 99) or 1.0)

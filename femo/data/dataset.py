@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from femo.config import DataConfig
-from femo.data.store import STATUS_OK, StoreError, read_clip, read_index, read_meta
+from femo.data.store import STATUS_OK, StoreError, clip_file, read_index, read_meta
 from femo.features.geometry import geometry_vector
 
 
@@ -55,6 +55,10 @@ def audio_inputs(logmel: np.ndarray, prosody: np.ndarray, frames: int) -> tuple[
     return _resample_time(mel, frames)[None], _resample_time(pro.T, frames).T.copy()
 
 
+_KEYS = ("faces", "face_found", "landmarks", "blendshapes", "head_pose", "pose", "pose_found", "logmel",
+         "prosody", "has_audio")
+
+
 class FeatureDataset(Dataset):
     """Sample dicts read from the feature store ``store``.
 
@@ -64,7 +68,8 @@ class FeatureDataset(Dataset):
     instead of face crops. augment: random horizontal flip and brightness jitter of face crops
     (drawn from torch's global RNG, so seeded runs stay reproducible); no effect on embeddings.
     cache: keep every decoded sample in memory after its first read (before augmentation); worth
-    it for cached embeddings, costly for raw faces (T * 3 * S * S * 4 bytes per clip).
+    it for cached embeddings, costly for raw faces (T * 3 * S * S * 4 bytes per clip). Each
+    DataLoader worker process holds its own cache, so it pays off with ``num_workers=0``.
     """
 
     def __init__(self, store: str | Path, *, index: pd.DataFrame | None = None,
@@ -155,9 +160,23 @@ class FeatureDataset(Dataset):
             sample["face"] = self._augment(sample["face"])
         return sample
 
+    def _read(self, clip_id: str) -> dict[str, np.ndarray]:
+        """The arrays a sample needs (face crops only without cached embeddings), decompressed lazily."""
+        keys = [k for k in _KEYS if k != "faces" or not self.embeddings]
+        path = clip_file(self.store, clip_id)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in keys}
+        except FileNotFoundError:
+            raise StoreError(f"{path}: clip file missing from the store") from None
+        except KeyError as exc:
+            raise StoreError(f"{path}: clip file lacks key {exc}") from None
+        except Exception as exc:  # zipfile/zlib errors of a damaged file
+            raise StoreError(f"{path}: unreadable clip file ({exc})") from exc
+
     def _load(self, i: int) -> dict[str, torch.Tensor]:
         clip_id = str(self.index["clip_id"].iloc[i])
-        z = read_clip(self.store, clip_id)
+        z = self._read(clip_id)
         sel = self._frames(len(z["face_found"]))
         face_found = z["face_found"].astype(bool)[sel]
         pose_found = z["pose_found"].astype(bool)[sel]

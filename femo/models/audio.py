@@ -1,7 +1,7 @@
 """Audio encoder: a small 2D CNN over the log-mel plus a prosody MLP, as a token sequence.
 
 Input: ``audio`` (B, 1, M, A) normalised log-mel (M mel bands, A time steps), ``prosody`` (B, A, 4)
-and ``audio_mask`` (B,) bool. Three conv blocks halve mel and time each; channels x the remaining
+and ``audio_mask`` (B,) bool. Three strided conv blocks halve mel and time each; channels x the remaining
 M // 8 mel bins are flattened (keeping where in frequency a pattern sits) and projected, leaving
 L = A // 8 time tokens of width D; the prosody is average-pooled to the same L steps,
 projected by an MLP and added. GroupNorm instead of BatchNorm, so clips without audio (all zeros)
@@ -15,8 +15,7 @@ from torch.nn import functional as F
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(1, c_out), nn.GELU(),
-                         nn.MaxPool2d(2))
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(1, c_out), nn.GELU())
 
 
 class AudioEncoder(nn.Module):
