@@ -131,10 +131,12 @@ def plot_timeline(timeline: Timeline, out: str | Path) -> Path:
 
         colours = sns.color_palette("colorblind", len(timeline.classes))
     centres = timeline.spans.mean(1)
+    # window centres, stretched to the first start and the last end so the whole clip is covered
+    x = np.concatenate([timeline.spans[:1, 0], centres, timeline.spans[-1:, 1]])
+    y = np.concatenate([timeline.probabilities[:1], timeline.probabilities, timeline.probabilities[-1:]])
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), sharex=True, height_ratios=[3, 1],
                                       constrained_layout=True)
-    top.stackplot(centres, timeline.probabilities.T, labels=timeline.classes, colors=colours[: len(timeline.classes)],
-                  step="mid")
+    top.stackplot(x, y.T, labels=timeline.classes, colors=colours[: len(timeline.classes)], step="mid")
     no_face = timeline.face_found < 0.5
     if no_face.any():
         top.scatter(centres[no_face], np.full(no_face.sum(), -0.04), marker="s", s=12, color="0.5",

@@ -45,15 +45,23 @@ def astronaut_clip(path: Path, *, seconds: float = 3.0, fps: float = 10.0, size=
     return write_video(path, frames, fps=fps, audio=tone(seconds) if audio else None)
 
 
-def faceless_clip(path: Path, *, seconds: float = 2.0, fps: float = 10.0, size=(320, 240)) -> Path:
-    """An mp4 of a moving colour gradient (no face), with a tone."""
+def gradient_frames(*, seconds: float, fps: float, size=(320, 240)) -> np.ndarray:
+    """(N, H, W, 3) uint8 of a moving colour gradient (no face)."""
     w, h = size
     x = np.linspace(0, 255, w)[None, :, None]
     y = np.linspace(0, 255, h)[:, None, None]
     base = np.concatenate([np.broadcast_to(x, (h, w, 1)), np.broadcast_to(y, (h, w, 1)),
                            np.full((h, w, 1), 90.0)], axis=2).astype(np.uint8)
-    frames = moving_frames(base, seconds=seconds, fps=fps, size=size)
-    return write_video(path, frames, fps=fps, audio=tone(seconds))
+    return moving_frames(base, seconds=seconds, fps=fps, size=size)
+
+
+def face_then_gone_clip(path: Path, *, seconds: float = 2.0, fps: float = 10.0, size=(320, 240)) -> Path:
+    """An mp4 with a tone: the animated astronaut for ``seconds``, then a face-free gradient as long."""
+    from skimage.data import astronaut
+
+    frames = np.concatenate([moving_frames(astronaut(), seconds=seconds, fps=fps, size=size),
+                             gradient_frames(seconds=seconds, fps=fps, size=size)])
+    return write_video(path, frames, fps=fps, audio=tone(2 * seconds))
 
 
 def make_run(out: Path, *, model: ModelConfig = TINY_MODEL, data: DataConfig = TINY_DATA,

@@ -18,7 +18,7 @@ from femo.predict_output import plot_timeline, write_results
 from femo.timeline import AudioStream, FrameBuffer, window_spans
 from femo.train import CheckpointError
 
-from _predict_media import CLASSES, astronaut_clip, faceless_clip, make_run, two_people_clip
+from _predict_media import CLASSES, astronaut_clip, face_then_gone_clip, make_run, two_people_clip
 
 WINDOW_KEYS = {"start", "end", "label", "probabilities", "face", "audio"}
 
@@ -37,7 +37,7 @@ def media(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict_media")
     files = {"astro": astronaut_clip(d / "astro.mp4", seconds=3.0),
              "silent": astronaut_clip(d / "silent.mp4", seconds=2.0, audio=False),
-             "faceless": faceless_clip(d / "faceless.mp4", seconds=2.0)}
+             "gone": face_then_gone_clip(d / "gone.mp4", seconds=2.0)}
     data = files["astro"].read_bytes()
     (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (d / "empty.mp4").write_bytes(b"")
@@ -91,12 +91,15 @@ def test_astronaut_envelope_and_timings(astro):
     assert all(v > 0 for v in astro.seconds.values())
 
 
-def test_no_face_windows_say_so(predictor, media):
-    tl = predictor.timeline(media["faceless"], window=1.0, hop=0.5)
+def test_face_gone_windows_say_so(predictor, media):
+    """The face leaves after 2 s: later windows report no face and still get probabilities."""
+    tl = predictor.timeline(media["gone"], window=1.0, hop=1.0)
     doc = tl.to_json()
-    assert len(doc["windows"]) == 3
-    for w in doc["windows"]:
+    assert [w["start"] for w in doc["windows"]] == [0.0, 1.0, 2.0, 3.0]
+    assert [w["face"]["found"] >= 0.75 for w in doc["windows"]] == [True, True, False, False]
+    for w in doc["windows"][2:]:
         assert w["face"] == {"found": 0.0, "box": None}
+    for w in doc["windows"]:
         assert sum(w["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
         assert w["audio"] is True
 

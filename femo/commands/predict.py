@@ -65,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             except (MediaError, ValueError, OSError) as exc:
-                failed.append((video, f"{type(exc).__name__}: {exc}"))
-                print(f"failed: {video}: {exc}", file=sys.stderr)
+                reason = str(exc) if str(video) in str(exc) else f"{video}: {exc}"
+                failed.append(f"{type(exc).__name__}: {reason}")
+                print(f"failed: {reason}", file=sys.stderr)
                 continue
             done.append(tl)
             top = tl.summary_probabilities.max()
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         write_results(done, args.out, as_list=many)
     if failed:
         print(f"{len(failed)} of {len(args.videos)} file(s) failed:", file=sys.stderr)
-        for video, reason in failed:
-            print(f"  {video}: {reason}", file=sys.stderr)
+        for reason in failed:
+            print(f"  {reason}", file=sys.stderr)
         return 1
     return 0
