@@ -4,7 +4,7 @@ Every notebook starts with ``paths = femo.demo.resolve(data=data, run_dir=run_di
 
 * both empty: a small synthetic smoke set (:data:`SMOKE`) is built once, extracted, and a small
   fusion model trained on fold 1, all cached under ``<femo cache>/demo/<key>/`` (key = femo
-  version + smoke settings). A lock file makes concurrent notebook runs wait for one build
+  version + smoke settings + a fingerprint of femo's source). A lock file makes concurrent notebook runs wait for one build
   instead of racing; ``done.json`` is written last, and an interrupted build resumes its steps.
 * ``data`` = a manifest CSV (its feature store is ``<folder>/store`` for ``manifest.csv``, else
   ``<folder>/<stem>_store``, extracted on first use), a feature-store folder (``store.json``),
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import shutil
 import time
@@ -43,8 +44,20 @@ class SmokeSettings:
 
     @property
     def key(self) -> str:
-        """Cache folder name: femo version + every setting."""
-        return f"v{femo.__version__}-" + "-".join(f"{k}{v}" for k, v in asdict(self).items())
+        """Cache folder name: femo version + every setting + a fingerprint of femo's source, so a
+        changed extractor or trainer never reuses a demo built by older code."""
+        settings = "-".join(f"{k}{v}" for k, v in asdict(self).items())
+        return f"v{femo.__version__}-{settings}-{source_fingerprint()}"
+
+
+def source_fingerprint() -> str:
+    """12 hex digits of sha256 over femo's Python sources (paths and contents)."""
+    root = Path(femo.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 SMOKE = SmokeSettings()

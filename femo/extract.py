@@ -315,11 +315,14 @@ def _audio_path(row) -> str | None:
 
 def _index_table(clips: pd.DataFrame, kept: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
     """Manifest columns + status/error/file + flags for every clip done so far, in clip_id order."""
-    new = pd.DataFrame(results, columns=["clip_id", "status", "error", "file", *fs.FLAG_COLUMNS])
+    added = ["status", "error", "file", *fs.FLAG_COLUMNS]
+    # a manifest column named like a store column keeps its values as `<name>_manifest`
+    clips = clips.rename(columns={c: f"{c}_manifest" for c in clips.columns if c in added})
+    new = pd.DataFrame(results, columns=["clip_id", *added])
     new = clips.merge(new, on="clip_id", how="inner")
     parts = [p for p in (kept, new) if len(p)]
     if not parts:
-        return pd.DataFrame(columns=[*clips.columns, "status", "error", "file", *fs.FLAG_COLUMNS])
+        return pd.DataFrame(columns=[*clips.columns, *added])
     index = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     return index.sort_values("clip_id", kind="stable").reset_index(drop=True)
 

@@ -212,6 +212,7 @@ def plot_composition(frame: pd.DataFrame, column: str, *, by: str = "label",
         table = table.reindex(columns=[c for c in order if c in table.columns])
     fig, ax = _figure(max(6.0, 0.9 * table.shape[1] + 2.5), max(2.4, 0.45 * table.shape[0] + 1.4))
     sns.heatmap(table, annot=True, fmt="d", cmap=CMAP, cbar_kws={"label": "clips"}, ax=ax)
+    ax.collections[0].colorbar.ax.yaxis.get_major_locator().set_params(integer=True)  # counts: no 12.5 ticks
     ax.grid(False)
     ax.set(xlabel="emotion class" if by == "label" else by, ylabel=column,
            title=f"Clips by {column} and {'class' if by == 'label' else by}")

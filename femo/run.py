@@ -393,9 +393,9 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, str]:
             value = value.get("mean")
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
-    for key, label, fmt in (("n_clips", "clips", "{:.0f}"), ("n_excluded", "excluded", "{:.0f}"),
-                            ("uar", "UAR", "{:.3f}"), ("war", "WAR", "{:.3f}"),
-                            ("macro_f1", "macro-F1", "{:.3f}"),
+    for key, label, fmt in (("uar", "UAR", "{:.3f}"), ("war", "WAR", "{:.3f}"),
+                            ("macro_f1", "macro-F1", "{:.3f}"), ("n_clips", "clips", "{:.0f}"),
+                            ("n_test", "test clips", "{:.0f}"), ("n_excluded", "excluded", "{:.0f}"),
                             ("randomisation_similarity", "randomisation similarity", "{:.2f}")):
         value = number(metrics.get(key))
         if value is not None:

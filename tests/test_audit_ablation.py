@@ -232,3 +232,20 @@ def test_load_run_and_ablation_on_a_trained_femonet(tmp_path):
     assert (preds.set_index("clip_id")["predicted"].loc[fused.index] == fused).all()
     with pytest.raises(ValueError, match="split"):
         trained.load_run(tmp_path / "run", split="dev")
+
+
+def test_ablation_figures_draw(planted):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from femo.audit import plots_ablation as pa
+
+    wide = planted[4]
+    table = pd.DataFrame(sl.subset_intervals(wide, C, n_boot=20)).T.rename_axis("subset").reset_index()
+    rules = [sl.SliceRule("dark", "low_light", "true")]
+    figs = [pa.plot_subset_uar(table, chance=1 / C), pa.plot_shapley(sl.slice_shapley(wide, C, rules=rules)),
+            pa.plot_gains(sl.modality_gains(wide, C, rules=rules, n_boot=20))]
+    assert [len(f.axes[0].get_yticklabels()) for f in figs] == [7, 2, 2]
+    plt.close("all")

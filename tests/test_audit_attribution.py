@@ -243,3 +243,26 @@ def test_privacy_modes(mode):
     assert pa.privacy_mode("auto", "synthetic") == "none" and pa.privacy_mode("auto", "dfew") == "blur"
     with pytest.raises(ValueError, match="privacy"):
         pa.privacy_mode("pixelate", "dfew")
+
+
+def test_attribution_figures_draw(ig, held_out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from femo.audit import plots_attribution as pa
+
+    faces = (held_out["face"][:, 0].permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    labels = np.stack([ar.region_label_map(p, size=FS, regions=synthetic_regions()) for p in synthetic_mesh(2)])
+    names = [*synthetic_regions(), ar.OTHER]
+    figs = [pa.plot_face_maps(faces[:2], at.spatial_maps(ig)[:2, 0], privacy="blur"),
+            pa.plot_region_masks(faces[:2], labels, names, privacy="none"),
+            pa.plot_frame_curves(at.frame_importance(ig)[:3]),
+            pa.plot_logmel_maps(held_out["audio"][:2, 0].numpy(), at.logmel_maps(ig)[:2]),
+            pa.plot_deltas(ig.relative_delta()),
+            pa.plot_region_table(pd.DataFrame({"mouth": [0.6, 0.2], "brows": [0.1, 0.5]}, index=["happy", "angry"])),
+            pa.plot_features(pd.DataFrame({"feature": ["a", "b"], "group": ["mouth", "blendshape"], "share": [0.7, 0.3]}))]
+    assert all(len(f.axes) >= 1 for f in figs)
+    assert len(figs[1].legends) == 1 and [t.get_text() for t in figs[1].legends[0].get_texts()] == names[:-1]
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

@@ -41,7 +41,7 @@ def test_nuisance_and_subgroup_columns(plan):
     assert set(plan.loc[~plan["occluded"], "occluder_region"]) == {"none"}
     assert (plan["expression_region"] == "mouth").mean() == pytest.approx(0.2, abs=0.05)
     assert (~plan["has_audio_track"]).mean() == pytest.approx(0.05, abs=0.03)
-    assert plan.loc[~plan["has_audio_track"], "snr_db"].isna().all()
+    assert plan.loc[~plan["has_audio_track"], "voice_snr_db"].isna().all()
     assert (plan["face_absent_frac"] > 0).mean() == pytest.approx(0.05, abs=0.03)
     assert plan["head_yaw"].abs().max() <= 40 and (plan["head_yaw"].abs() > 15).mean() > 0.1
     for column, values in SUBGROUPS.items():

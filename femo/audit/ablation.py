@@ -29,6 +29,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -151,7 +152,9 @@ def write_subset_predictions(long: pd.DataFrame, out_dir: str | Path, *,
             if "clip_id" in frame.columns:
                 frame = frame[["clip_id"] + [c for c in frame.columns if c != "clip_id"]]
         path = out / f"predictions_{name}.csv"
-        frame.to_csv(path, index=False)
+        tmp = path.with_name(f".{path.name}.tmp")
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)  # readers (the bias audit) never see a half-written file
         written.append(path)
     return written
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame
 
 from femo.audit import composition as comp
-from femo.audit.disparity import bootstrap_group_uar, gap_test, group_counts
+from femo.audit.disparity import GapTest, bootstrap_group_uar, gap_test, group_counts
 from femo.audit.groups import (
     add_group_columns,
     check_predictions,
@@ -185,9 +185,9 @@ def _disparities(p: _Prepared, groups: pd.DataFrame, *, n_boot, n_perm, ci, seed
             by_group = groups[(groups["attribute"] == column) & groups["assessable"]].set_index("group")
             emotion_rows += _emotion_gaps(by_group, column, p.classes)
         gap_rows.append(row)
-    table = pd.DataFrame(gap_rows)
-    if "p_value" not in table:
-        table["p_value"] = np.nan
+    # every GapTest field, NaN where fewer than two groups are assessable
+    table = pd.DataFrame(gap_rows).reindex(
+        columns=["attribute", "n_groups", "n_assessable", *(f.name for f in fields(GapTest))])
     table["p_adjusted"] = holm(table["p_value"].to_numpy(float))
     return table, pd.DataFrame(emotion_rows, columns=["attribute", "metric", "emotion", "gap", "low_group",
                                                        "high_group", "low", "high"])

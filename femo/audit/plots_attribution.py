@@ -153,3 +153,36 @@ def plot_deltas(relative: np.ndarray, *, title: str = "IG convergence: |delta| /
     ax.legend()
     ax.set(xlabel="relative delta", ylabel="clips", title=title)
     return fig
+
+
+#: Okabe-Ito colours per facial region (``other`` is left transparent).
+REGION_COLOURS: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442")
+
+
+def plot_region_masks(faces: np.ndarray, labels: np.ndarray, names: Sequence[str], *, privacy: str = "blur",
+                      points: np.ndarray | None = None, ncols: int = 4):
+    """The facial-region masks used for region shares, drawn over the crops.
+
+    faces: (N, S, S, 3) uint8; labels: (N, S, S) region index per pixel (``len(names) - 1`` or more
+    = ``other``, not drawn); names: region names in label order, ``other`` last.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    plt = _style()
+    shown = private_faces(faces, privacy, points)
+    named = len(names) - 1  # the last name is "other"
+    cmap = ListedColormap([REGION_COLOURS[i % len(REGION_COLOURS)] for i in range(named)])
+    n = len(faces)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows + 0.5), layout="constrained", squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(shown[i])
+            ax.imshow(np.ma.masked_greater_equal(labels[i], named), cmap=cmap, vmin=-0.5, vmax=named - 0.5,
+                      alpha=0.5, interpolation="nearest")
+    fig.legend([Patch(color=cmap(i)) for i in range(named)], list(names[:named]), loc="outside lower center",
+               ncol=named, fontsize=9)
+    return fig

@@ -59,13 +59,18 @@ class TrainedRun:
 
     def split_dataset(self, split: str) -> torch.utils.data.Dataset:
         """A dataset over another split of the same store (e.g. ``train`` as a reference set)."""
-        from femo.config import DataConfig, from_dict
         from femo.data.dataset import FeatureDataset
 
         if split not in self.splits:
             raise ValueError(f"unknown split {split!r}; choose from {list(self.splits)}")
-        data = from_dict(DataConfig, {**self.config["data"], "classes": tuple(self.config["data"]["classes"])})
-        return FeatureDataset(self.store, index=self.splits[split], config=data, embeddings=self.embeddings)
+        return FeatureDataset(self.store, index=self.splits[split], config=self.data_config, embeddings=self.embeddings)
+
+    @property
+    def data_config(self):
+        """The run's :class:`femo.config.DataConfig` (frames, crop size, audio frames, classes)."""
+        from femo.config import DataConfig, from_dict
+
+        return from_dict(DataConfig, {**self.config["data"], "classes": tuple(self.config["data"]["classes"])})
 
     @property
     def index(self) -> pd.DataFrame:

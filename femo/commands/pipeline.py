@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--tag", default="demo", help="report tag and default workdir name (default: demo)")
     p.add_argument("--workdir", default=None, help="where data, store and run go (default: runs/<tag>)")
     p.add_argument("--clips", type=int, default=None, help="synthetic clips (default: femo synth's default)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: femo train's default)")
+    p.add_argument("--epochs", type=int, default=12, help="training epochs (default: 12)")
     p.add_argument("--fold", type=int, default=1, help="test fold of the 5-fold subject-independent split")
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes (default: 2)")
     p.add_argument("--reports-dir", default="reports", help="where report folders go (default: reports)")
@@ -85,7 +85,7 @@ def _stages(args: argparse.Namespace, work: Path, state: dict) -> dict[str, Call
     def train() -> dict:
         emb = state["embeddings"]["embeddings"]
         _femo(["train", str(store), "--out", str(run_dir), "--fold", str(args.fold), "--cache", "--quiet"]
-              + (["--embeddings", emb] if emb else []) + (["--epochs", str(args.epochs)] if args.epochs else []))
+              + (["--embeddings", emb] if emb else []) + ["--epochs", str(args.epochs)])
         return {"run": str(run_dir)}
 
     def reports() -> dict:

@@ -15,7 +15,7 @@ What is planted (and recorded as manifest columns, so reports can be checked aga
   display-rule factor (so 0.4..1.15); onset-apex-offset dynamics over each clip. ``expression_region``: full | mouth (~20%: only the
   mouth moves, brows and eyes stay neutral).
 - Nuisances: ``low_light`` (~15%: brightness x0.3 plus sensor noise), ``occluded`` (~15%, with
-  ``occluder_region`` mouth | eyes, "none" otherwise), ``head_yaw`` (degrees), ``snr_db`` (voice
+  ``occluder_region`` mouth | eyes, "none" otherwise), ``head_yaw`` (degrees), ``voice_snr_db`` (voice
   noise), ``has_audio_track`` (~5% False: no audio stream at all), ``face_absent_frac`` (~5% of
   clips lose the face for 30-50% of the clip). Low light and occlusion leave less facial
   information, so the voice matters more there.
@@ -169,7 +169,7 @@ def plan_clips(cfg: SynthConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     yaw = np.where(turned, rng.choice([-1, 1], n) * rng.uniform(20, 35, n), rng.normal(0, 6, n))
     df["head_yaw"] = np.round(yaw, 1)
     df["has_audio_track"] = rng.random(n) >= 0.05
-    df["snr_db"] = np.where(df["has_audio_track"], np.round(rng.uniform(3, 30, n), 1), np.nan)
+    df["voice_snr_db"] = np.where(df["has_audio_track"], np.round(rng.uniform(3, 30, n), 1), np.nan)
     df["face_absent_frac"] = np.where(rng.random(n) < 0.05, np.round(rng.uniform(0.3, 0.5, n), 2), 0.0)
     flipped = biased & (rng.random(n) < BIAS_LABEL_NOISE)
     df["label_flipped"] = flipped
@@ -191,7 +191,7 @@ def plan_clips(cfg: SynthConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "clip_id", "path", "label", "subject", "fold", *SUBGROUPS, "informative", "true_emotion",
     "face_emotion", "voice_emotion", "intensity", "expression_region", "low_light", "occluded",
-    "occluder_region", "head_yaw", "snr_db", "has_audio_track", "face_absent_frac", "label_flipped",
+    "occluder_region", "head_yaw", "voice_snr_db", "has_audio_track", "face_absent_frac", "label_flipped",
     *(f"vote_{c}" for c in CLASSES),
 )
 
@@ -237,7 +237,7 @@ def render_audio(spec: dict[str, Any], subject: dict[str, Any], cfg: SynthConfig
     if not spec["has_audio_track"]:
         return None
     return synth_voice(emotion=spec["voice_emotion"], intensity=min(1.0, spec["intensity"]), sex=subject["sex"],
-                       seconds=cfg.seconds, snr_db=float(spec["snr_db"]), rng=rng,
+                       seconds=cfg.seconds, snr_db=float(spec["voice_snr_db"]), rng=rng,
                        speaker_f0=subject["speaker_f0"], sample_rate=SAMPLE_RATE)
 
 
