@@ -10,8 +10,6 @@ written to a temporary name and renamed, so a killed run never leaves a partial 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from femo.data.store import StoreError, ok_clips, read_clip, read_index
+from femo.data.store import StoreError, atomic_write, atomic_write_text, ok_clips, read_clip, read_index
 from femo.models.frames import build_frame_encoder
 
 
@@ -51,11 +49,11 @@ def cache_embeddings(store: str | Path, *, encoder: str | nn.Module = "faceapi",
     with torch.inference_mode():
         for group in _groups(store, todo, batch_size, errors, progress):
             _embed_group(encoder, group, out_dir)
-    _atomic_text(out_dir / "meta.json", json.dumps(
+    atomic_write_text(out_dir / "meta.json", json.dumps(
         {"encoder": name, "out_dim": int(getattr(encoder, "out_dim", 0)), "dtype": "float16",
          "n_clips": len(clip_ids), "n_failed": len(errors)}, indent=2))
     if errors:
-        _atomic_text(out_dir / "errors.csv", pd.DataFrame(errors).to_csv(index=False))
+        atomic_write_text(out_dir / "errors.csv", pd.DataFrame(errors).to_csv(index=False))
     return out_dir
 
 
@@ -96,26 +94,4 @@ def _embed_group(encoder: nn.Module, group, out_dir: Path) -> None:
         if n:
             out[found] = feats[start:start + n]
             start += n
-        _atomic_npy(out_dir / f"{clip_id}.npy", out)
-
-
-def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        atomic_write(out_dir / f"{clip_id}.npy", lambda fh: np.save(fh, out), binary=True)

@@ -27,6 +27,7 @@ import av
 import numpy as np
 import torch
 
+from femo.data.dataset import face_inputs
 from femo.data.decode import MediaError
 
 #: Bins per second of the waveform envelope kept for the timeline plot.
@@ -224,10 +225,7 @@ class FrameFeaturizer:
             return np.zeros((len(faces), 0), np.float32)
         out = np.zeros((len(faces), int(self.encoder.out_dim)), np.float32)
         if found.any():
-            x = torch.from_numpy(np.ascontiguousarray(faces[found])).permute(0, 3, 1, 2).float() / 255.0
-            if x.shape[-1] != self.model_size:
-                x = torch.nn.functional.interpolate(x, size=(self.model_size, self.model_size), mode="bilinear",
-                                                    align_corners=False)
+            x = face_inputs(faces[found], self.model_size)
             device = next(self.encoder.parameters()).device
             out[found] = self.encoder(x.to(device)).float().cpu().numpy()
         return out

@@ -44,6 +44,15 @@ def _resample_time(x: np.ndarray, length: int) -> np.ndarray:
     return (x[..., lo] * (1 - frac) + x[..., hi] * frac).astype(np.float32)
 
 
+def face_inputs(faces: np.ndarray, size: int) -> torch.Tensor:
+    """(N, S, S, 3) uint8 face crops -> (N, 3, size, size) float in [0, 1] (bilinear resize when
+    S != size); training and inference both prepare crops through this function."""
+    x = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x
+
+
 def audio_inputs(logmel: np.ndarray, prosody: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(64, N) dB log-mel and (N, 4) prosody -> normalised (1, 64, frames) and (frames, 4)."""
     mel = np.clip((np.nan_to_num(logmel, nan=-80.0) + 40.0) / 40.0, -1.0, 1.0)
@@ -135,12 +144,7 @@ class FeatureDataset(Dataset):
         return np.arange(n) if n == t else np.floor(np.arange(t) * n / t).astype(int)
 
     def _faces(self, faces: np.ndarray) -> torch.Tensor:
-        """(T, S, S, 3) uint8 -> (T, 3, size, size) float in [0, 1]."""
-        x = torch.from_numpy(np.ascontiguousarray(faces)).permute(0, 3, 1, 2).float() / 255.0
-        size = self.config.face_size
-        if x.shape[-1] != size:
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-        return x
+        return face_inputs(faces, self.config.face_size)
 
     @staticmethod
     def _augment(x: torch.Tensor) -> torch.Tensor:

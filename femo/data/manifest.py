@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from femo.config import CLASSES
+from femo.data.store import atomic_write_text
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("clip_id", "path", "label", "subject")
 PATH_COLUMNS: tuple[str, ...] = ("path", "audio_path")
@@ -171,13 +171,6 @@ def _relative(value: Any, folder: Path) -> Any:
     return Path(os.path.relpath(absolute, folder)).as_posix()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_manifest(df: pd.DataFrame, path: str | Path, meta: ManifestMeta) -> Path:
     """Write ``df`` as CSV and ``meta`` as the sidecar (atomically); returns the CSV path.
 
@@ -192,8 +185,8 @@ def write_manifest(df: pd.DataFrame, path: str | Path, meta: ManifestMeta) -> Pa
     for col in PATH_COLUMNS:
         if col in out.columns:
             out[col] = out[col].map(lambda v: _relative(v, folder))
-    _atomic_write(path, out.to_csv(index=False))
-    _atomic_write(meta_path(path), json.dumps(meta.to_json(), indent=2) + "\n")
+    atomic_write_text(path, out.to_csv(index=False))
+    atomic_write_text(meta_path(path), json.dumps(meta.to_json(), indent=2) + "\n")
     return path
 
 

@@ -43,7 +43,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -86,7 +86,7 @@ def clip_file(store: str | Path, clip_id: str) -> Path:
 
 def write_meta(store: str | Path, meta: StoreMeta) -> None:
     """Write ``store.json`` atomically."""
-    _atomic_write_text(Path(store) / "store.json", json.dumps(asdict(meta), indent=2))
+    atomic_write_text(Path(store) / "store.json", json.dumps(asdict(meta), indent=2))
 
 
 def read_meta(store: str | Path) -> StoreMeta:
@@ -105,15 +105,8 @@ def write_clip(store: str | Path, clip_id: str, arrays: dict[str, np.ndarray]) -
     if missing:
         raise StoreError(f"clip {clip_id}: arrays missing keys {missing}")
     target = clip_file(store, clip_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{clip_id}.", suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **{k: np.asarray(arrays[k]) for k in CLIP_KEYS})
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, lambda fh: np.savez_compressed(fh, **{k: np.asarray(arrays[k]) for k in CLIP_KEYS}),
+                 binary=True)
     return target
 
 
@@ -144,7 +137,7 @@ def read_index(store: str | Path) -> pd.DataFrame:
 
 def write_index(store: str | Path, index: pd.DataFrame, name: str = "index.csv") -> None:
     """Write an index table atomically (``name`` lets shards write ``index.shard-i-of-n.csv``)."""
-    _atomic_write_text(Path(store) / name, index.to_csv(index=False))
+    atomic_write_text(Path(store) / name, index.to_csv(index=False))
 
 
 def ok_clips(index: pd.DataFrame) -> pd.DataFrame:
@@ -152,13 +145,22 @@ def ok_clips(index: pd.DataFrame) -> pd.DataFrame:
     return index[index["status"] == STATUS_OK].reset_index(drop=True)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO], None], *, binary: bool = False) -> Path:
+    """Create ``path`` atomically: ``write(fh)`` fills a temporary file in the same folder, which
+    then replaces ``path``; a failure or a kill leaves no partial file behind."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as fh:
+            write(fh)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda fh: fh.write(text))
