@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 DATA   ?=
 TAG    ?= demo
 
-.PHONY: test report venv models clean-venv bench
+.PHONY: test report venv clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,17 +16,12 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-models: venv
-	$(VENV)/bin/femo models fetch --face-weights
-
+# the test suite and every notebook as stored (nbval --nbval-lax: cells must run; outputs are not compared)
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --nbval-lax tests notebooks
 
 report: venv
 	$(VENV)/bin/femo pipeline $(if $(DATA),--data $(DATA)) --tag $(TAG)
-
-bench: venv
-	$(PY) benchmarks/run_all.py
 
 clean-venv:
 	rm -rf $(VENV)

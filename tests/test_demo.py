@@ -72,10 +72,14 @@ def test_pick_embeddings(tmp_path: Path) -> None:
         demo.pick_embeddings(store, "vit")
 
 
-def test_cache_key_changes_with_every_setting() -> None:
+def test_cache_keys_follow_settings_and_sources() -> None:
     base = demo.SmokeSettings()
-    assert base.key.startswith("v0.1.0-")
-    assert len({base.key, demo.SmokeSettings(clips=71).key, demo.SmokeSettings(epochs=2).key}) == 3
+    assert base.key == f"{base.data_key}/{base.run_key}" and base.data_key.startswith("v0.1.0-clips70-")
+    assert demo.SmokeSettings(epochs=2).data_key == base.data_key  # training settings only retrain
+    assert demo.SmokeSettings(epochs=2).run_key != base.run_key
+    assert demo.SmokeSettings(clips=71).data_key != base.data_key
+    fingerprints = {demo.source_fingerprint(p) for p in (demo.DATA_SOURCES, demo.RUN_SOURCES, ("run.py",))}
+    assert len(fingerprints) == 3 and all(len(f) == 12 for f in fingerprints)
 
 
 def test_lock_serialises_builders(tmp_path: Path) -> None:

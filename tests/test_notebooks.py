@@ -21,7 +21,7 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 TINY: dict[str, dict] = {
     "01_data": {"n_examples": 2},
     "02_train": {"epochs": 1},
-    "03_modality_ablation": {"n_boot": 20, "retrain": False},
+    "03_modality_ablation": {"n_boot": 20, "retrain": False, "write_to_run": False},
     "04_bias_audit": {"n_boot": 20, "n_permutations": 20},
     "05_attribution": {"n_clips": 2, "ig_steps": 4},
 }
