@@ -108,6 +108,23 @@ def test_generate_is_deterministic(small):
     assert (a.parent / df_a["path"][0]).read_bytes() != (c.parent / df_c["path"][0]).read_bytes()
 
 
+def test_rerun_resumes_missing_clips_and_refuses_other_settings(small, tmp_path):
+    a = small[0]
+    folder = tmp_path / "resume"
+    first = generate(folder, SynthConfig(seed=7, workers=1, **SMALL), log=lambda _: None, progress=False)
+    paths = pd.read_csv(first)["path"].tolist()
+    for rel in paths[::2]:  # a killed run: half the clips never written
+        (folder / rel).unlink()
+    lines = []
+    generate(folder, SynthConfig(seed=7, workers=2, **SMALL), log=lines.append, progress=False)
+    assert f"rendered {len(paths[::2])} of {len(paths)} clips" in lines[0]
+    for rel in paths:
+        assert (folder / rel).read_bytes() == (a.parent / rel).read_bytes()
+    assert not list(folder.glob("clips/.*partial*"))
+    with pytest.raises(ValueError, match="other settings"):
+        generate(folder, SynthConfig(seed=8, workers=1, **SMALL), log=lambda _: None, progress=False)
+
+
 def test_generated_media_and_sidecar(small):
     a, _, c = small
     df, meta = read_manifest(a)

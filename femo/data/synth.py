@@ -29,15 +29,17 @@ What is planted (and recorded as manifest columns, so reports can be checked aga
 """
 from __future__ import annotations
 
+import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from femo.config import CLASSES, SAMPLE_RATE
 from femo.data.manifest import ManifestMeta, write_manifest
@@ -246,8 +248,23 @@ def render_clip(spec: dict[str, Any], subject: dict[str, Any], cfg: SynthConfig,
     rng = np.random.default_rng([cfg.seed, int(spec["clip_id"].split("_")[-1])])
     frames = render_frames(spec, subject, cfg, rng)
     audio = render_audio(spec, subject, cfg, rng)
-    write_video(Path(out) / spec["path"], frames, fps=cfg.fps, audio=audio, sample_rate=SAMPLE_RATE)
+    target = Path(out) / spec["path"]
+    # written beside the target and renamed, so a killed run never leaves a half-written clip
+    partial = target.with_name(f".{target.stem}.partial.mp4")
+    write_video(partial, frames, fps=cfg.fps, audio=audio, sample_rate=SAMPLE_RATE)
+    os.replace(partial, target)
     return spec["clip_id"]
+
+
+def _claim(out: Path, config: SynthConfig) -> None:
+    """Record the configuration in ``out/synth_config.json``; refuse a folder made with another one
+    (its clips would otherwise be mixed into this dataset)."""
+    record = out / "synth_config.json"
+    settings = json.dumps({k: v for k, v in asdict(config).items() if k != "workers"}, sort_keys=True, default=str)
+    if record.is_file() and record.read_text() != settings:
+        raise ValueError(f"{out}: already holds a synthetic dataset made with other settings "
+                         f"({record}); use another folder or delete it")
+    record.write_text(settings)
 
 
 def _meta(cfg: SynthConfig) -> ManifestMeta:
@@ -263,7 +280,7 @@ def _meta(cfg: SynthConfig) -> ManifestMeta:
 
 
 def generate(out: str | Path, config: SynthConfig = SynthConfig(), *,
-             log: Callable[[str], None] = print) -> Path:
+             log: Callable[[str], None] = print, progress: bool = True) -> Path:
     """Write the dataset under ``out`` (clips/, manifest.csv, manifest.meta.json); returns the manifest path.
 
     Clips are rendered in a process pool; each clip's randomness comes from (seed, clip index), so
@@ -271,20 +288,27 @@ def generate(out: str | Path, config: SynthConfig = SynthConfig(), *,
     """
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
+    _claim(out, config)
     plan, subjects = plan_clips(config)
     by_subject = {row["subject"]: row for row in subjects.to_dict("records")}
-    specs = plan.to_dict("records")
+    # clips already on disk are complete (atomic writes), so a rerun resumes where it stopped
+    specs = [s for s in plan.to_dict("records") if not (out / s["path"]).is_file()]
     workers = config.workers or os.cpu_count() or 1
     start = time.perf_counter()
+    bar = tqdm(total=len(specs), desc="synth", unit="clip", disable=not progress or not specs)
     if workers == 1:
         for spec in specs:
             render_clip(spec, by_subject[spec["subject"]], config, str(out))
+            bar.update()
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             jobs = [pool.submit(render_clip, s, by_subject[s["subject"]], config, str(out)) for s in specs]
-            for job in jobs:
+            for job in as_completed(jobs):
                 job.result()
-    log(f"rendered {len(specs)} clips with {workers} worker(s) in {time.perf_counter() - start:.1f} s")
+                bar.update()
+    bar.close()
+    log(f"rendered {len(specs)} of {len(plan)} clips ({len(plan) - len(specs)} already present) "
+        f"with {workers} worker(s) in {time.perf_counter() - start:.1f} s")
     manifest = plan[list(MANIFEST_COLUMNS)].copy()
     manifest["path"] = [str((out / p).absolute()) for p in manifest["path"]]
     return write_manifest(manifest, out / "manifest.csv", _meta(config))
