@@ -249,27 +249,35 @@ def plot_faces(faces: np.ndarray, *, points: np.ndarray | None = None, found: np
     faces: (N, S, S, 3) uint8 RGB; points: (N, P, 2) pixel x, y on each crop (see
     :func:`crop_landmarks`); found: (N,) bool, False panels say "no face"; titles: N strings.
     """
-    import matplotlib.pyplot as plt
-
-    n = len(faces)
-    ncols = max(1, min(ncols, n))
-    nrows = max(1, math.ceil(n / ncols))
-    set_style()
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 2.5 * nrows), layout="constrained",
-                             squeeze=False)
-    titles = list(titles) if titles is not None else [""] * n
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= n:
-            continue
+    fig, panels = image_grid(len(faces), ncols=ncols, titles=titles, cell=(2.3, 2.5))
+    for i, ax in enumerate(panels):
         ax.imshow(faces[i])
         if found is not None and not bool(found[i]):
             ax.text(0.5, 0.5, "no face", ha="center", va="center", transform=ax.transAxes, color="white")
         elif points is not None:
             # Bright cyan stands out against every skin tone; the mesh is dense, so the dots stay small.
             ax.scatter(points[i][:, 0], points[i][:, 1], s=1.5, c="#00E5FF", alpha=0.9, linewidths=0)
-        ax.set_title(titles[i], fontsize=9)
     return fig
+
+
+def image_grid(n: int, *, ncols: int = 4, titles: Iterable[str] | None = None,
+               cell: tuple[float, float] = (2.3, 2.5)):
+    """A figure of ``n`` image panels in rows of ``ncols`` (axes off, titled; spare cells hidden);
+    returns ``(fig, panels)`` with the ``n`` axes to draw into. ``cell``: inches per panel."""
+    import matplotlib.pyplot as plt
+
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    set_style()
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell[0] * ncols, cell[1] * nrows), layout="constrained",
+                             squeeze=False)
+    titles = list(titles) if titles is not None else [""] * n
+    for ax in axes.flat:
+        ax.axis("off")
+    panels = list(axes.flat)[:n]
+    for ax, title in zip(panels, titles):
+        ax.set_title(title, fontsize=9)
+    return fig, panels
 
 
 def plot_spectrogram(logmel: np.ndarray, *, hop_s: float = 0.01, title: str = "Log-mel spectrogram"):

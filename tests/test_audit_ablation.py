@@ -11,8 +11,6 @@ from audit_doubles import C, LateFusionDouble, planted_data, split_batches, trai
 from femo.audit import ablation as ab
 from femo.audit import ablation_slices as sl
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def planted():

@@ -12,8 +12,6 @@ from audit_doubles import (FS, G, LateFusionDouble, REGION_ROWS, mouth_batch, pl
 from femo.audit import attribution as at
 from femo.audit import attribution_regions as ar
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def cnn():

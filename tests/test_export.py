@@ -15,15 +15,6 @@ from femo.predict import load_run_model
 from _predict_media import CLASSES, TINY_DATA, TINY_MODEL, make_run
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, two spinning threads are several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _fer_cached() -> bool:
     from femo.assets import cache_dir
 

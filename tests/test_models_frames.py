@@ -8,8 +8,6 @@ from torchvision.models import ResNet18_Weights, ResNet50_Weights, resnet18
 from femo.assets import MissingModelError, asset_path
 from femo.models.frames import (FRAME_ENCODERS, FREEZE_POLICIES, MissingWeightsError, build_frame_encoder)
 
-torch.set_num_threads(1)
-
 
 def _n_trainable(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

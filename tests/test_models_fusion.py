@@ -7,15 +7,6 @@ from femo.models.fusion import FUSIONS, make_fusion
 B, M, D, C = 4, 3, 8, 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models only lose time to thread hand-offs on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _inputs():
     torch.manual_seed(0)
     present = torch.tensor([[True, True, True], [True, False, False], [False, False, True], [False, False, False]])

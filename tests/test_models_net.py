@@ -12,15 +12,6 @@ from femo.models.landmarks import LandmarkEncoder
 B, T, A, E, C = 4, 5, 16, 12, 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models only lose time to thread hand-offs on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _batch(seed=0, face=False):
     g = torch.Generator().manual_seed(seed)
     batch = {

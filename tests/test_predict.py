@@ -23,15 +23,6 @@ from _predict_media import CLASSES, astronaut_clip, face_then_gone_clip, make_ru
 WINDOW_KEYS = {"start", "end", "label", "probabilities", "face", "audio"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, two spinning threads are several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     d = tmp_path_factory.mktemp("predict_media")

@@ -20,15 +20,6 @@ TINY_MODEL = ModelConfig(dim=8, temporal="mean", fusion="gated", embeddings=EMB_
 TINY_TRAIN = TrainConfig(epochs=3, batch_size=8, lr=1e-2, seed=3, cache=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny models only lose time to thread hand-offs on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def big_store(tmp_path_factory):
     return build_store(tmp_path_factory.mktemp("learn"), n=180, n_failed=2)

@@ -67,21 +67,14 @@ def plot_face_maps(faces: np.ndarray, maps: np.ndarray, *, titles: Sequence[str]
     faces: (N, S, S, 3) uint8; maps: (N, S, S) non-negative attribution (each panel scaled to its
     99th percentile); points: (N, 478, 2) pixel landmarks (for ``privacy="landmarks"``).
     """
-    plt = _style()
+    from femo.reporting import image_grid
+
     shown = private_faces(faces, privacy, points)
-    n = len(faces)
-    ncols = max(1, min(ncols, n))
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.8 * nrows), layout="constrained", squeeze=False)
-    titles = list(titles) if titles is not None else [""] * n
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= n:
-            continue
+    fig, panels = image_grid(len(faces), ncols=ncols, titles=titles, cell=(2.6, 2.8))
+    for i, ax in enumerate(panels):
         ax.imshow(shown[i])
         top = np.percentile(maps[i], 99) or 1.0
         ax.imshow(np.clip(maps[i] / top, 0, 1), cmap="inferno", alpha=0.55, vmin=0, vmax=1)
-        ax.set_title(titles[i], fontsize=9)
     return fig
 
 
