@@ -264,3 +264,22 @@ def test_dfew_through_the_command(tmp_path, capsys):
     assert meta.classes == CLASSES and meta.extra["frames"] == "16f" and meta.extra["empty_classes"] == []
     assert Path(df["path"].iat[0]).is_dir() and df["vote_happy"].iat[0] == pytest.approx(6.0)
     assert df["fold"].tolist() == [DFEW_CLIPS[int(c)][1] for c in df["clip_id"]]
+
+
+def test_pipeline_data_stage_builds_a_dfew_manifest(tmp_path):
+    """`make report DATA=/path/to/DFEW`: the pipeline's data stage turns a DFEW root into a manifest,
+    and a manifest CSV given as DATA is used as it is."""
+    import argparse
+
+    from femo.commands import pipeline
+    from femo.data.manifest import read_manifest
+
+    root = _write_dfew(tmp_path / "DFEW", "single-labeled")
+    manifest = pipeline._data_stage(argparse.Namespace(data=str(root), clips=None), tmp_path / "work")
+    df, meta = read_manifest(manifest)
+    assert meta.dataset == "dfew" and len(df) == len(DFEW_CLIPS)
+    assert sorted(df["fold"].unique().tolist()) == [1, 2, 3, 4, 5]
+    again = pipeline._data_stage(argparse.Namespace(data=str(manifest), clips=None), tmp_path / "other")
+    assert again == manifest.resolve()
+    with pytest.raises(pipeline.StageError, match="not found"):
+        pipeline._data_stage(argparse.Namespace(data=str(tmp_path / "missing"), clips=None), tmp_path / "w")
