@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from femo.audit import composition as comp
+from femo.audit import fairness_plots
 from femo.audit.disparity import gap_test, group_counts
 from femo.audit.fairness import audit, confusion_matrices, disparities, group_metrics, modality_gaps
 from femo.audit.groups import add_group_columns, cluster_keys, parse_intersections
@@ -289,3 +290,16 @@ def test_nothing_assessable_says_nothing_was_tested():
     assert result.flagged == [] and result.disparities["p_value"].isna().all()
     assert "no UAR gap could be tested" in result.summary
     assert not result.groups["assessable"].any()
+
+
+def test_modality_gaps_keep_their_columns_when_nothing_is_assessable():
+    pred = simulate_predictions(n_subjects=6, clips_per_subject=4, seed=0)
+    other = pred.assign(predicted=pred["label"])
+    result = audit(pred, attributes=["sex", "skin_tone"], classes=ALL_CLASSES, n_boot=20,
+                   modality_predictions={"audio": other})
+    gaps = result.modality_gaps
+    assert {"gap", "gap_low", "gap_high", "p_value"} <= set(gaps.columns)
+    assert gaps["gap"].isna().all()
+    assert gaps["uar"].tolist() == pytest.approx([1.0] * len(gaps))
+    fig = fairness_plots.modality_gap_plot(gaps)
+    assert "no per-modality gap" in fig.axes[0].texts[0].get_text()

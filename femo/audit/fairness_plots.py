@@ -78,6 +78,12 @@ def modality_gap_plot(modality_gaps: pd.DataFrame, *, title: str = "UAR gap (bes
 
     set_style()
     table = modality_gaps.dropna(subset=["gap"])
+    if table.empty:
+        fig, ax = plt.subplots(figsize=(7.0, 1.6), layout="constrained")
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No attribute has two assessable groups: no per-modality gap to show.",
+                ha="center", va="center")
+        return fig
     attributes = list(dict.fromkeys(table["attribute"]))
     modalities = list(dict.fromkeys(table["modality"]))
     colors = sns.color_palette(n_colors=max(len(modalities), 1))
