@@ -108,11 +108,11 @@ def plot_features(table: pd.DataFrame, *, title: str = "Geometry features that m
     """Horizontal bars of feature shares (``feature, group, share``), coloured by group."""
     plt = _style()
     t = table.iloc[::-1]
-    fig, ax = plt.subplots(figsize=(6.5, 0.3 * len(t) + 1.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(7.0, 0.36 * len(t) + 1.2), layout="constrained")
     ax.barh(np.arange(len(t)), t["share"], color=[GROUP_COLOURS.get(g, "#777777") for g in t["group"]])
-    ax.set_yticks(np.arange(len(t)), t["feature"], fontsize=8)
+    ax.set_yticks(np.arange(len(t)), t["feature"], fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=GROUP_COLOURS.get(g, "#777777")) for g in dict.fromkeys(t["group"])]
-    ax.legend(handles, list(dict.fromkeys(t["group"])), fontsize=8, loc="lower right")
+    ax.legend(handles, list(dict.fromkeys(t["group"])), fontsize=9, loc="lower right")
     ax.set(xlabel="share of landmark-input attribution", title=title)
     return fig
 
