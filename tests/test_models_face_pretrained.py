@@ -7,6 +7,7 @@ benchmarks/reference/record_all.py. Tests that need the published weights skip w
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,7 +15,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from skimage import data
 
 from femo.assets import MissingModelError, asset_path
 from femo.config import CLASSES
@@ -24,6 +24,11 @@ from femo.models.faceapi import TfjsFormatError, read_tfjs_weights
 from femo.models.mini_xception import KerasFormatError, read_keras_h5
 from femo.models.tf_compat import same_padding
 
+# the inputs the references were recorded from, rebuilt by the same function the recorders used
+_spec = importlib.util.spec_from_file_location(
+    "femo_reference_inputs", Path(__file__).resolve().parents[1] / "benchmarks" / "reference" / "inputs.py")
+reference_inputs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reference_inputs)
 REFERENCE = json.loads((Path(__file__).parent / "data" / "face_pretrained_reference.json").read_text())
 PROB_TOL = 1e-4  # float32 ports vs float32 originals: measured max difference ~1e-6
 
@@ -44,22 +49,9 @@ needs_faceapi = pytest.mark.skipif(
     reason="face-api weights not provisioned: run `femo models fetch --face-weights`")
 
 
-def _crop(spec: list, size: int, *, gray: bool) -> np.ndarray:
-    """Rebuild a reference input exactly as benchmarks/reference/inputs.py documents it."""
-    picture, y0, x0, step, flip = spec
-    img = getattr(data, picture)()
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    out = img[y0:y0 + size * step:step, x0:x0 + size * step:step]
-    out = np.ascontiguousarray(out[:, ::-1] if flip else out)
-    if gray:
-        out = np.clip(np.rint(out[..., 0] * 0.299 + out[..., 1] * 0.587 + out[..., 2] * 0.114), 0, 255)
-    return out.astype(np.uint8)
-
-
 def _reference_batch(port: str, size: int, *, gray: bool) -> torch.Tensor:
     names = REFERENCE["inputs"]["names"]
-    imgs = np.stack([_crop(REFERENCE["inputs"]["specs"][n][port], size, gray=gray) for n in names])
+    imgs = np.stack([reference_inputs.crop(REFERENCE["inputs"]["specs"][n][port], size, gray=gray) for n in names])
     if gray:
         imgs = np.repeat(imgs[..., None], 3, axis=3)  # gray replicated: the port's luma gives it back
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0  # (N, 3, S, S) in [0, 1]
