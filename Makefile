@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DATA   ?=
 TAG    ?= demo
+ANNOTATE ?=
 
 .PHONY: test report venv clean-venv
 
@@ -21,7 +22,7 @@ test: venv
 	$(PY) -m pytest -q --nbval-lax tests notebooks
 
 report: venv
-	$(VENV)/bin/femo pipeline $(if $(DATA),--data $(DATA)) --tag $(TAG)
+	$(VENV)/bin/femo pipeline $(if $(DATA),--data $(DATA)) $(if $(ANNOTATE),--annotate) --tag $(TAG)
 
 clean-venv:
 	rm -rf $(VENV)

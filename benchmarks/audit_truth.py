@@ -66,13 +66,13 @@ def stage_synth_biased(workdir: Path, *, clips: int, seed: int, workers: int) ->
 def train_fused(store: Path, run: Path, *, fusion: str, epochs: int, seed: int) -> tuple[pd.DataFrame, list, float]:
     """Train the fused model on folds 1-5 with evidence.py's best settings; (pooled predictions, classes, seconds)."""
     from femo.config import ModelConfig, TrainConfig
-    from femo.train import train_folds
+    from femo.training.loop import train_folds
 
     model = ModelConfig(modalities=("face", "landmarks", "audio"), fusion=fusion, embeddings="faceapi", dim=64,
                         temporal="gru", modality_dropout=0.5)
     cfg = TrainConfig(epochs=epochs, lr=1e-3, batch_size=16, seed=seed, cache=True, augment=False, aux_weight=1.0)
     t0 = time.perf_counter()
-    train_folds(store, out=run, folds=[1, 2, 3, 4, 5], model=model, train=cfg, progress=False)
+    train_folds(store, out=run, folds=[1, 2, 3, 4, 5], model=model, train=cfg, progress=False, overwrite=True)
     seconds = time.perf_counter() - t0
     classes = json.loads((run / "fold_1" / "metrics.json").read_text())["classes"]
     pred = pd.read_csv(run / "predictions.csv", dtype={"clip_id": str, "subject": str})
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     print("stage seconds: " + ", ".join(f"{k} {s['seconds']:.0f}" for k, s in result["stages"].items()))
     print(f"\n{result['summary']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from femo.evaluate import write_json
+    from femo.training.metrics import write_json
 
     write_json(args.out, result)
     print(f"wrote {args.out}")

@@ -4,8 +4,8 @@ Pipeline (each stage timed; the first three resume when their output exists):
 
 1. ``femo synth`` (``--clips``, seed 0) into WORKDIR/data;
 2. ``femo extract`` with 2 workers into WORKDIR/store;
-3. frozen face-api expression-network embeddings cached in the store (``femo.embed``);
-4. ``femo.train.train`` on ``--folds`` (subject-independent test fold; validation carved from the
+3. frozen face-api expression-network embeddings cached in the store (``femo.features.embed``);
+4. ``femo.training.loop.train`` on ``--folds`` (subject-independent test fold; validation carved from the
    training subjects) for face-only, landmarks-only, audio-only and fused models (same seed, epochs);
 5. test-fold scores: UAR/WAR, and accuracy on the clips whose planted ``informative`` modality is
    face / audio / both, and on the ``low_light`` / ``occluded`` clips.
@@ -73,7 +73,7 @@ def stage_extract(data: Path, store: Path, *, workers: int) -> dict:
 
 def stage_embed(store: Path) -> dict:
     """Cache frozen face-api embeddings (resumes); returns {seconds, out_dim}."""
-    from femo.embed import cache_embeddings
+    from femo.features.embed import cache_embeddings
 
     t0 = time.perf_counter()
     out = cache_embeddings(store, encoder=EMBEDDINGS, progress=False)
@@ -92,13 +92,14 @@ def model_configs(fusions: list[str], *, dim: int, temporal: str, modality_dropo
 
 def train_model(store: Path, run: Path, *, model, train_cfg, folds: list[int]) -> tuple[pd.DataFrame, list, float]:
     """Train ``model`` on each fold into ``run/fold_<k>``; (pooled test predictions, per-fold metrics, seconds)."""
-    from femo.train import train
+    from femo.training.loop import train
 
     t0 = time.perf_counter()
     preds, per_fold = [], []
     for k in folds:
         out = run / f"fold_{k}"
-        per_fold.append(train(store, out=out, model=model, train=train_cfg, fold=k, progress=False))
+        per_fold.append(train(store, out=out, model=model, train=train_cfg, fold=k, progress=False,
+                              overwrite=True))
         preds.append(pd.read_csv(out / "predictions.csv", dtype={"clip_id": str, "subject": str}))
     return pd.concat(preds, ignore_index=True), per_fold, time.perf_counter() - t0
 
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     for claim, verdict in result["claims"].items():
         print(f"- [{'x' if verdict['holds'] else ' '}] {claim}: {verdict['detail']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from femo.evaluate import write_json
+    from femo.training.metrics import write_json
 
     write_json(args.out, result)
     print(f"wrote {args.out}")

@@ -1,6 +1,6 @@
-"""Extraction throughput: clips/s, sampled frames/s, peak RSS and time per stage, 1 vs 2 workers.
+"""Extraction throughput: clips/s, sampled frames/s, peak RSS and time per stage, 1 vs 2 workers, Ray.
 
-    python benchmarks/extract.py [--clips 24] [--set synth|astronaut] [--workers 1 2]
+    python benchmarks/extract.py [--clips 24] [--set synth|astronaut] [--workers 1 2] [--ray 2]
 
 ``synth`` renders clips with :mod:`femo.data.synth` (192 px drawn faces, 2 s, 15 fps, with a
 voice); ``astronaut`` writes 640x360 clips of the skimage astronaut photo moving a little, with a
@@ -10,7 +10,13 @@ largest summed PSS (shared pages split between processes) of the process tree, p
 0.25 s. Stage columns are median wall ms per clip (the CPU ms per stage follow the table);
 ``cpu ms`` is the median process CPU time per clip, and ``cpu-bound f/s`` = workers x T / that:
 the rate an otherwise idle machine with one core per worker would reach (on a shared machine the
-wall-clock rates mostly measure the other tenants). Writes benchmarks/results/extract.json (``extract_astronaut.json`` for that set).
+wall-clock rates mostly measure the other tenants). ``--ray N`` adds ``--engine ray`` rows (a
+local Ray instance with N actors, started inside the timed run: its start-up counts in ``wall s``
+but not in the steady rates; the Ray processes count in the PSS). Projections: DFEW's 16,372 clips
+(MAFW 10,045; FERV39k 38,935) at the measured median CPU seconds per clip, one worker per core,
+on one 16-core machine and on 4 such nodes (``--engine ray --address`` or ``--engine slurm``),
+assuming the CPU-bound rate (I/O and start-up ignored; T and the frame size as measured).
+Writes benchmarks/results/extract.json (``extract_astronaut.json`` for that set).
 """
 from __future__ import annotations
 
@@ -28,7 +34,8 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from femo.extract import STAGES, ExtractConfig, config_dict, run_extraction
+from femo.features.clip import STAGES, ExtractConfig
+from femo.features.extract import config_dict, run_extraction
 
 
 def synth_set(folder: Path, clips: int) -> Path:
@@ -89,8 +96,9 @@ class PeakMemory:
         self._thread.join()
 
 
-def measure(manifest: Path, workers: int, config: ExtractConfig) -> dict:
+def measure(manifest: Path, workers: int, config: ExtractConfig, engine: str = "local") -> dict:
     from femo.data.manifest import read_manifest
+    from femo.features.engines import ray_runner
 
     df, meta = read_manifest(manifest)
     done: list[float] = []
@@ -101,8 +109,9 @@ def measure(manifest: Path, workers: int, config: ExtractConfig) -> dict:
             done.append(time.perf_counter())
             rows.append(dict(row))
 
+        runner = ray_runner(workers=workers) if engine == "ray" else None
         index = run_extraction(df, Path(tmp) / "store", classes=meta.classes, config=config, workers=workers,
-                               progress=False, on_clip=record)
+                               progress=False, on_clip=record, runner=runner)
         wall = time.perf_counter() - start
     n, t = len(done), config.num_frames
     warm = done[workers - 1] if n > workers else float("nan")
@@ -110,7 +119,7 @@ def measure(manifest: Path, workers: int, config: ExtractConfig) -> dict:
     ok = [r["seconds"] for r in rows if r["seconds"]]
     keys = (*STAGES, *(f"cpu_{k}" for k in STAGES), "cpu")
     median = {k: 1000 * float(np.median([r[k] for r in ok])) for k in keys}
-    return {"workers": workers, "clips": n, "ok": int((index["status"] == "ok").sum()),
+    return {"engine": engine, "workers": workers, "clips": n, "ok": int((index["status"] == "ok").sum()),
             "face_ratio": float(index["face_ratio"].mean()), "wall_s": wall,
             "clips_per_s": n / wall, "frames_per_s": n * t / wall,
             "steady_clips_per_s": steady, "steady_frames_per_s": steady * t,
@@ -119,18 +128,34 @@ def measure(manifest: Path, workers: int, config: ExtractConfig) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    head = (f"{'workers':>7} {'clips':>5} {'wall s':>7} {'clips/s':>7} {'frames/s':>8} {'steady f/s':>10} "
+    head = (f"{'engine':>6} {'workers':>7} {'clips':>5} {'wall s':>7} {'clips/s':>7} {'frames/s':>8} {'steady f/s':>10} "
             f"{'PSS MiB':>7} " + " ".join(f"{k:>7}" for k in STAGES) + f" {'cpu ms':>7} {'cpu-bound f/s':>13}")
     lines = [head]
     for r in results:
         m = r["median_ms_per_clip"]
         stages = " ".join(f"{m[k]:>7.0f}" for k in STAGES) + f" {m['cpu']:>7.0f}"
-        lines.append(f"{r['workers']:>7} {r['clips']:>5} {r['wall_s']:>7.1f} {r['clips_per_s']:>7.2f} "
+        lines.append(f"{r['engine']:>6} {r['workers']:>7} {r['clips']:>5} {r['wall_s']:>7.1f} {r['clips_per_s']:>7.2f} "
                      f"{r['frames_per_s']:>8.1f} {r['steady_frames_per_s']:>10.1f} {r['peak_pss_mib']:>7.0f} "
                      f"{stages} {r['cpu_bound_frames_per_s']:>13.1f}")
     lines.append("CPU ms per clip by stage (median): " + "; ".join(
-        f"{r['workers']} worker(s): " + ", ".join(f"{k} {r['median_ms_per_clip']['cpu_' + k]:.0f}" for k in STAGES)
+        f"{r['engine']} x{r['workers']}: " + ", ".join(f"{k} {r['median_ms_per_clip']['cpu_' + k]:.0f}" for k in STAGES)
         for r in results))
+    return "\n".join(lines)
+
+
+DATASETS = {"DFEW": 16_372, "MAFW": 10_045, "FERV39k": 38_935}
+
+
+def projection(results: list[dict], cores: int = 16, nodes: int = 4) -> str:
+    """Hours for each dataset at the single-worker run's median CPU seconds per clip (see docstring)."""
+    if not results:
+        return "projection: nothing measured"
+    base = next((r for r in results if r["engine"] == "local" and r["workers"] == 1), results[0])
+    per_clip = base["median_ms_per_clip"]["cpu"] / 1000
+    lines = [f"projection at {per_clip:.2f} CPU s per clip ({base['engine']} x{base['workers']}), one worker per core:"]
+    for name, clips in DATASETS.items():
+        lines.append(f"  {name} {clips:,} clips: {clips * per_clip / cores / 3600:.1f} h on one {cores}-core machine, "
+                     f"{clips * per_clip / (cores * nodes) / 3600:.2f} h on {nodes} nodes")
     return "\n".join(lines)
 
 
@@ -138,7 +163,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--set", choices=("synth", "astronaut"), default="synth")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="local worker counts (none: skip)")
+    parser.add_argument("--ray", type=int, nargs="*", default=[2], help="Ray actor counts to measure (none: skip)")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--pose-stride", type=int, default=4)
     args = parser.parse_args()
@@ -147,15 +173,22 @@ def main() -> None:
     try:
         manifest = (synth_set if args.set == "synth" else astronaut_set)(data, args.clips)
         results = [measure(manifest, w, config) for w in args.workers]
+        for w in args.ray:
+            try:
+                results.append(measure(manifest, w, config, engine="ray"))
+            except Exception as exc:  # e.g. Ray's start-up deadline on an overloaded machine
+                print(f"ray x{w}: not measured ({type(exc).__name__}: {exc})")
     finally:
         shutil.rmtree(data, ignore_errors=True)
     print(f"set={args.set} clips={args.clips} T={args.frames} pose_stride={args.pose_stride} "
           f"cpus={psutil.cpu_count()} load={psutil.getloadavg()[0]:.1f}")
-    print(table(results))
+    print(table(results) if results else "nothing measured")
+    print(projection(results))
     out = Path(__file__).parent / "results" / ("extract.json" if args.set == "synth" else f"extract_{args.set}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"set": args.set, "config": config_dict(config), "machine": platform.platform(),
-                               "cpus": psutil.cpu_count(), "results": results}, indent=2))
+                               "cpus": psutil.cpu_count(), "results": results,
+                               "projection": projection(results)}, indent=2))
     print(f"wrote {out}")
 
 

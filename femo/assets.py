@@ -71,6 +71,21 @@ ASSETS: dict[str, Asset] = {
         "npm:@vladmandic/face-api@1.7.15:model/face_expression_model-weights_manifest.json",
         fetch_flag="--face-weights",
     ),
+    # Perceived age / sex net ported by femo.models.age_gender (`femo annotate`).
+    "age_gender_model.bin": Asset(
+        "age_gender_model.bin",
+        "49f92bbc0afef2342c4385e4a2b0acb6d7a727c6f0aa539499719a81acf9abaa",
+        429_708,
+        "npm:@vladmandic/face-api@1.7.15:model/age_gender_model.bin",
+        fetch_flag="--face-weights",
+    ),
+    "age_gender_model-weights_manifest.json": Asset(
+        "age_gender_model-weights_manifest.json",
+        "74b60bf3ebf981bf4e661e9cca3a185614e10b25d797118b62e2a68d3ff2569f",
+        8_392,
+        "npm:@vladmandic/face-api@1.7.15:model/age_gender_model-weights_manifest.json",
+        fetch_flag="--face-weights",
+    ),
 }
 
 

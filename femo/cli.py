@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "pipeline": "pipeline",
     "predict": "predict",
     "export": "export",
+    "encoder": "encoder",
+    "annotate": "annotate",
 }
 
 

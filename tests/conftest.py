@@ -2,8 +2,8 @@
 
 ``one_torch_thread`` (session-wide, automatic): the tests run tiny models, which only lose time to
 thread hand-offs; one intra-op thread keeps them fast and their timings steady on a busy 2-core
-machine. Test media are built by the helper modules ``_manifest_media``, ``_predict_media``,
-``_synth_store`` and ``audit_doubles`` next to this file.
+machine. Test media are built by the one media module ``_media``; stores, runs and doubles by
+``_synth_store`` and ``audit_doubles``, next to this file.
 """
 from __future__ import annotations
 

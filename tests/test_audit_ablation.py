@@ -168,10 +168,10 @@ def test_slice_table_and_findings(planted):
 
 def test_findings_skip_intervals_covering_zero():
     gains = pd.DataFrame([{"slice": "all", "description": "every clip", "modality": "audio", "gain": 0.02,
-                           "low": -0.01, "high": 0.05, "n_clips": 10, "n_clusters": 5},
+                           "low": -0.01, "high": 0.05, "n_clips": 20, "n_clusters": 5},
                           {"slice": "all", "description": "every clip", "modality": "face", "gain": -0.1,
-                           "low": -0.2, "high": -0.03, "n_clips": 10, "n_clusters": 5}])
-    assert sl.findings(gains) == ["All clips: face costs 10.0 UAR points (95% CI -20.0 to -3.0; 10 clips, 5 subjects)."]
+                           "low": -0.2, "high": -0.03, "n_clips": 20, "n_clusters": 5}])
+    assert sl.findings(gains) == ["All clips: face costs 10.0 UAR points (95% CI -20.0 to -3.0; 20 clips, 5 subjects)."]
     assert sl.findings(gains.assign(n_clusters=2)) == []  # too few subjects to say anything
 
 
@@ -214,7 +214,7 @@ def test_load_run_and_ablation_on_a_trained_femonet(tmp_path):
 
     from femo.audit import trained
     from femo.config import DataConfig, ModelConfig, TrainConfig
-    from femo.train import train
+    from femo.training.loop import train
 
     store = build_store(tmp_path / "store", n=36, t=4, s=16, a=32, no_audio_every=5)
     data = DataConfig(num_frames=4, face_size=16, audio_frames=32, classes=CLASSES)
@@ -225,11 +225,38 @@ def test_load_run_and_ablation_on_a_trained_femonet(tmp_path):
     long = ab.evaluate_subsets(run.model, run.batches(batch_size=4), classes=run.classes)
     wide = ab.wide_predictions(long, run.index)
     assert len(wide) == len(run.dataset) and "clip_id" in wide.columns
-    preds = pd.read_csv(tmp_path / "run" / "predictions.csv")  # what femo.train wrote for the same model
+    preds = pd.read_csv(tmp_path / "run" / "predictions.csv")  # what femo.training.loop wrote for the same model
     fused = wide.set_index("clip_id")["pred_fused"].map(dict(enumerate(CLASSES)))
     assert (preds.set_index("clip_id")["predicted"].loc[fused.index] == fused).all()
     with pytest.raises(ValueError, match="split"):
         trained.load_run(tmp_path / "run", split="dev")
+
+
+def test_kfold_run_is_pooled_out_of_fold(tmp_path):
+    from _synth_store import CLASSES, build_store
+
+    from femo.audit import pooled
+    from femo.config import DataConfig, ModelConfig, TrainConfig
+    from femo.training.loop import train_folds
+
+    store = build_store(tmp_path / "store", n=36, t=4, s=16, a=32, folds=3, no_audio_every=5)
+    data = DataConfig(num_frames=4, face_size=16, audio_frames=32, classes=CLASSES)
+    train_folds(store, out=tmp_path / "run", model=ModelConfig(embeddings="proto", dim=16, temporal="mean", fusion="late"),
+                train=TrainConfig(epochs=1, batch_size=8), data=data, progress=False)
+    runs = pooled.load_runs(tmp_path / "run")
+    assert [r.config["fold"] for r in runs] == [1, 2, 3]
+    long, meta = pooled.pooled_subsets(runs, batch_size=8)
+    wide = ab.wide_predictions(long, meta)
+    assert len(wide) == 36 and wide["clip_id"].is_unique  # every clip once, by the model that did not train on it
+    assert sorted(wide["index"]) == list(range(36)) and set(wide["run_fold"]) == {1, 2, 3}
+    oof = pd.read_csv(tmp_path / "run" / "predictions.csv", dtype={"clip_id": str}).set_index("clip_id")["predicted"]
+    fused = wide.set_index("clip_id")["pred_fused"].map(dict(enumerate(CLASSES)))
+    assert (oof.loc[fused.index] == fused).all()
+    assert wide.loc[~wide["has_audio"].astype(bool), "present_audio"].eq(False).all()
+    assert len(pooled.pooled_subsets(runs, max_clips=15)[1]) == 15
+    phi = pooled.pooled_clip_shapley(runs, n_clips=14, batch_size=8)
+    assert len(phi) == 14 and phi["index"].is_unique
+    assert len(pooled.load_runs(tmp_path / "run" / "fold_2")) == 1
 
 
 def test_ablation_figures_draw(planted):
@@ -246,4 +273,104 @@ def test_ablation_figures_draw(planted):
     figs = [pa.plot_subset_uar(table, chance=1 / C), pa.plot_shapley(sl.slice_shapley(wide, C, rules=rules)),
             pa.plot_gains(sl.modality_gains(wide, C, rules=rules, n_boot=20))]
     assert [len(f.axes[0].get_yticklabels()) for f in figs] == [7, 2, 2]
+    plt.close("all")
+
+
+def _hand_wide(n: int, *, audio_present: bool, prior: int = 2) -> pd.DataFrame:
+    """A wide frame by hand: face and landmarks predict the label, anything without them predicts
+    ``prior`` (a class absent from the labels), over ``n`` clips of ``n // 2`` subjects."""
+    labels = np.arange(n) % 2  # classes 0 and 1 only
+    frame = pd.DataFrame({"index": np.arange(n), "label": labels, "subject": [f"s{i // 2}" for i in range(n)],
+                          "has_audio": audio_present, "present_face": True, "present_landmarks": True,
+                          "present_audio": audio_present})
+    for subset in ab.all_subsets():
+        name = "fused" if len(subset) == 3 else ab.subset_name(subset)
+        frame[f"pred_{name}"] = labels if {"face", "landmarks"} & set(subset) else prior
+    return frame
+
+
+def test_absent_modality_gets_exactly_zero_shapley():
+    wide = _hand_wide(40, audio_present=False)
+    shap = sl.slice_shapley(wide, C, rules=[sl.SliceRule("no_audio", "has_audio", "false")]).set_index(["slice", "modality"])
+    assert shap.loc[("no_audio", "audio"), "shapley"] == 0.0 and bool(shap.loc[("no_audio", "audio"), "absent"])
+    assert shap.loc[("no_audio", "face"), "shapley"] == pytest.approx(0.25)  # (1 - chance 0.5) / 2
+    # without the presence flags, audio alone (the prior, UAR 0) sits below chance: a spurious -0.17-like value
+    bare = sl.slice_shapley(wide.drop(columns="present_audio"), C).set_index(["slice", "modality"])
+    assert bare.loc[("all", "audio"), "shapley"] < -0.1
+
+
+def test_absent_modality_zero_end_to_end(planted):
+    _, index, model, _, _ = planted
+    batch, index = planted_data(160, seed=3)
+    batch["audio_mask"][::2] = False
+    index["has_audio"] = batch["audio_mask"].numpy()
+    wide = ab.wide_predictions(ab.evaluate_subsets(model, split_batches(batch, 40)), index)
+    assert wide["present_audio"].tolist() == index["has_audio"].tolist()
+    shap = sl.slice_shapley(wide, C).set_index(["slice", "modality"])
+    assert shap.loc[("no_audio", "audio"), "shapley"] == 0.0
+    assert shap.loc[("all", "audio"), "shapley"] != 0.0
+
+
+@pytest.mark.parametrize("n,min_clips,judged", [(12, 20, False), (12, 10, True), (40, 20, True)])
+def test_small_slices_get_no_shapley_values(n, min_clips, judged):
+    wide = _hand_wide(n, audio_present=True)
+    shap = sl.slice_shapley(wide, C, rules=[], min_clips=min_clips, min_subjects=5)
+    assert shap["judged"].all() == judged and shap["n_clips"].iloc[0] == n
+    assert shap["shapley"].notna().all() == judged
+    few_subjects = wide.assign(subject=[f"s{i % 3}" for i in range(n)])
+    assert not sl.slice_shapley(few_subjects, C, rules=[], min_clips=min_clips)["judged"].any()
+
+
+def test_findings_need_enough_clips():
+    gains = pd.DataFrame([{"slice": "all", "description": "every clip", "modality": "face", "gain": -0.1,
+                           "low": -0.2, "high": -0.03, "n_clips": 10, "n_clusters": 5}])
+    assert sl.findings(gains, min_clips=20) == [] and len(sl.findings(gains, min_clips=10)) == 1
+
+
+def test_ablate_result_verdicts_and_metrics(planted):
+    import json
+
+    from femo.audit.ablation_result import ablate
+
+    wide = planted[4].assign(low_light=lambda f: f["index"] < 15)  # a 15-clip slice: too small to judge
+    result = ablate(wide, C, rules=[sl.SliceRule("planted_low_light", "low_light", "true")], n_boot=30)
+    checks = result.planted.set_index("slice")
+    assert checks.loc["informative=face", "passed"] and checks.loc["informative=audio", "passed"]
+    assert checks.loc["informative=audio", "top"] == "audio"
+    assert list(result.too_small()["slice"]) == ["planted_low_light"]
+    text = result.summary()
+    assert "too small to judge" in text.lower() and "planted_low_light (15 clips" in text
+    assert "Planted truth, informative=audio: the largest contribution is audio" in text
+    neg = sl.slice_shapley(_hand_wide(40, audio_present=True).assign(pred_fused=2), C, rules=[])
+    assert neg["share"].isna().all()  # fused below chance: no gain to share out
+    metrics = json.loads(json.dumps(result.to_metrics(), allow_nan=False))
+    assert metrics["slice_shapley"]["planted_low_light"]["judged"] is False
+    assert metrics["slice_shapley"]["planted_low_light"]["shapley"]["face"] is None
+    assert metrics["planted_top_modality"]["informative=audio"] == "audio"
+    assert sum(metrics["shapley_uar"].values()) == pytest.approx(result.fused["uar"] - result.chance)
+
+
+def test_ablate_planted_check_fails_when_the_wrong_modality_wins():
+    from femo.audit.ablation_result import planted_checks
+
+    frame = pd.DataFrame({"slice": ["informative=audio"] * 3, "modality": ["face", "landmarks", "audio"],
+                          "shapley": [0.3, 0.0, 0.1], "share": [0.75, 0.0, 0.25], "judged": True})
+    row = planted_checks(frame).iloc[0]
+    assert row["top"] == "face" and not row["passed"]
+    assert not planted_checks(frame.assign(judged=False, shapley=np.nan)).iloc[0]["passed"]
+
+
+def test_shapley_heatmap_marks_small_slices(planted):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from femo.audit import plots_ablation as pa
+
+    wide = planted[4].assign(low_light=lambda f: f["index"] < 15)
+    shap = sl.slice_shapley(wide, C, rules=[sl.SliceRule("dark", "low_light", "true")])
+    ax = pa.plot_shapley(shap).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["all (n=480)", "dark (n=15)"]
+    assert [t.get_text() for t in ax.texts].count("too small to judge") == 1
     plt.close("all")

@@ -236,18 +236,18 @@ def test_single_valued_attribute_is_skipped_with_a_note():
 
 
 def write_fake_run(root, pred):
-    """A run folder (config.json, predictions.csv, two modality files) and a data folder whose
-    manifest.csv has a store/index.csv beside it, as femo.demo.resolve expects."""
+    """A run folder with predictions but no model (config.json, predictions.csv, a stray
+    predictions_audio.csv that is ignored) and a data folder whose manifest.csv has a
+    store/index.csv beside it, as femo.reports.demo.resolve expects."""
     (root / "data" / "store").mkdir(parents=True)
-    (root / "data" / "store" / "index.csv").write_text("clip_id\n")
-    pred.drop(columns=["predicted", *[f"p_{c}" for c in ALL_CLASSES]]).assign(path="x.mp4").to_csv(
-        root / "data" / "manifest.csv", index=False)
+    manifest = pred.drop(columns=["predicted", *[f"p_{c}" for c in ALL_CLASSES]]).assign(path="x.mp4")
+    manifest.to_csv(root / "data" / "manifest.csv", index=False)
+    manifest.assign(status="ok").to_csv(root / "data" / "store" / "index.csv", index=False)  # as extraction copies it
     run = root / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"classes": list(ALL_CLASSES)}))
     pred.to_csv(run / "predictions.csv", index=False)
     pred.assign(predicted=pred["label"]).to_csv(run / "predictions_audio.csv", index=False)
-    pred.drop(columns="clip_id").to_csv(run / "predictions_landmarks.csv", index=False)
     return run
 
 
@@ -259,7 +259,7 @@ def test_read_run_predictions(tmp_path):
     run = write_fake_run(tmp_path, pred)
     loaded = read_run_predictions(run)
     assert loaded.classes == tuple(ALL_CLASSES) and len(loaded.pred) == 18
-    assert list(loaded.modalities) == ["audio"] and "predictions_landmarks.csv" in loaded.skipped[0]
+    assert loaded.modalities == {} and loaded.skipped == []  # files in the run folder are never read as modalities
     assert loaded.pred["subject"].iloc[0] == "0000"
     with pytest.raises(FileNotFoundError, match="predictions.csv"):
         read_run_predictions(tmp_path)
@@ -280,8 +280,7 @@ def test_notebook_flags_the_planted_group(tmp_path):
     assert [(f["attribute"], f["group"]) for f in metrics["flagged"]] == [("skin_tone", "dark")]
     assert metrics["groups"]["culture"]["south"]["assessable"] is False
     assert metrics["groups"]["skin_tone"]["dark"]["n_subjects"] >= 5
-    assert {p.name for p in (out / "figures").iterdir()} == {"uar_forest.png", "recall_heatmap.png",
-                                                             "modality_gaps.png"}
+    assert {p.name for p in (out / "figures").iterdir()} == {"uar_forest.png", "recall_heatmap.png"}  # no model: no modality gaps
 
 
 def test_nothing_assessable_says_nothing_was_tested():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from _manifest_media import frame_folder, image, lfs_pointer, mp4, wav
+from _media import frame_folder, image, lfs_pointer, mp4, wav
 from femo.config import CLASSES
 from femo.data.layouts import LAYOUTS, build_manifest, layout_options
 from femo.data.manifest import ManifestError, validate_manifest

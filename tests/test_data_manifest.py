@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from _manifest_media import frame_folder, image, lfs_pointer, mp4, truncated_mp4, wav
+from _media import frame_folder, image, lfs_pointer, mp4, truncated_mp4, wav
 from femo.cli import main
 from femo.data.manifest import (
     ManifestError, ManifestMeta, ManifestWarning, canonical_label, empty_classes, is_lfs_pointer, meta_path,
@@ -175,7 +175,7 @@ def test_cli_writes_manifest_excluded_and_summary(label_tree, tmp_path, capsys):
     assert sorted(df["subject"]) == ["s01", "s01", "s02"]
     assert meta.classes == ("happy", "sad") and meta.extra["n_excluded"] == 1
     assert meta.extra["excluded_by_check"] == {"lfs_pointer": 1}
-    excluded = pd.read_csv(out.parent / "excluded.csv", dtype=str)
+    excluded = pd.read_csv(out.parent / "manifest.excluded.csv", dtype=str)
     assert excluded["clip_id"].tolist() == ["Sad_s03_d"] and excluded["check"].tolist() == ["lfs_pointer"]
 
 
@@ -184,16 +184,16 @@ def test_cli_strict_fails_and_writes_nothing(label_tree, tmp_path, capsys):
     assert main(["manifest", "folder", str(label_tree), "--out", str(out), "--strict"]) == 1
     err = capsys.readouterr().err
     assert "Sad_s03_d" in err and "Git LFS pointer" in err
-    assert not out.exists() and not (out.parent / "excluded.csv").exists()
+    assert not out.exists() and not (out.parent / "manifest.excluded.csv").exists()
 
 
 def test_cli_clean_run_removes_stale_excluded(label_tree, tmp_path):
     out = tmp_path / "clean" / "manifest.csv"
     out.parent.mkdir()
-    (out.parent / "excluded.csv").write_text("stale\n")
+    (out.parent / "manifest.excluded.csv").write_text("stale\n")
     (label_tree / "Sad" / "s03_d.mp4").unlink()
     assert main(["manifest", "folder", str(label_tree), "--out", str(out), "--strict"]) == 0
-    assert out.exists() and not (out.parent / "excluded.csv").exists()
+    assert out.exists() and not (out.parent / "manifest.excluded.csv").exists()
 
 
 def test_cli_bad_option_and_root(label_tree, tmp_path, capsys):
@@ -206,3 +206,68 @@ def test_cli_bad_option_and_root(label_tree, tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["manifest", "nosuch", str(label_tree), "--out", out])
+
+
+@pytest.mark.parametrize("clip_id, why", [
+    ("../../escape", "path separator"), ("/abs/x", "path separator"), ("a\\b", "path separator"),
+    ("..", "starts with a dot"), (".hidden", "starts with a dot"), ("a\x00b", "U+0000"),
+    ("line\nbreak", "U+000A"), ("  ", "is empty"), ("C:evil", "drive letter"), ("x" * 201, "longer than 200"),
+])
+def test_unsafe_clip_ids_are_excluded_for_that_row_only(tmp_path, clip_id, why):
+    clip = wav(tmp_path / "a.wav")
+    df = pd.DataFrame([_row("good", clip), _row(clip_id, clip), _row("good2", clip, "sad")])
+    good, bad = validate_manifest(df, ManifestMeta(classes=("happy", "sad")), check_media=False)
+    assert good["clip_id"].tolist() == ["good", "good2"]
+    assert bad["check"].tolist() == ["bad_clip_id"]
+    assert why in bad["reason"].iat[0] and "row 2" in bad["reason"].iat[0]
+
+
+def test_hand_written_csv_with_unsafe_ids_reads_and_validates(tmp_path):
+    clip = wav(tmp_path / "a.wav")
+    path = tmp_path / "m.csv"
+    pd.DataFrame([_row("../x", "a.wav"), _row("ok", "a.wav"), _row(".x", "a.wav")]).to_csv(path, index=False)
+    df, meta = read_manifest(path)
+    good, bad = validate_manifest(df, meta)
+    assert good["clip_id"].tolist() == ["ok"] and good["path"].iat[0] == str(clip)
+    assert bad["clip_id"].tolist() == ["../x", ".x"] and set(bad["check"]) == {"bad_clip_id"}
+
+
+def test_cli_names_exclusions_after_the_manifest(label_tree, tmp_path):
+    first, second = tmp_path / "out" / "a.csv", tmp_path / "out" / "b.csv"
+    assert main(["manifest", "folder", str(label_tree), "--out", str(first)]) == 0
+    (label_tree / "Sad" / "s03_d.mp4").unlink()
+    lfs_pointer(label_tree / "happy" / "s09_z.mp4")
+    assert main(["manifest", "folder", str(label_tree), "--out", str(second)]) == 0
+    assert not (tmp_path / "out" / "excluded.csv").exists()
+    assert pd.read_csv(tmp_path / "out" / "a.excluded.csv")["clip_id"].tolist() == ["Sad_s03_d"]
+    assert pd.read_csv(tmp_path / "out" / "b.excluded.csv")["clip_id"].tolist() == ["happy_s09_z"]
+
+
+@pytest.mark.parametrize("layout", ["folder", "ravdess", "cremad"])
+def test_cli_empty_root_fails_and_says_what_it_expected(tmp_path, capsys, layout):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "m.csv"
+    assert main(["manifest", layout, str(tmp_path / "empty"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no clip" in err and str(tmp_path / "empty") in err and "expected" in err
+    assert not out.exists()
+
+
+def test_cli_root_without_any_usable_clip_fails(tmp_path, capsys):
+    root = tmp_path / "junk"
+    lfs_pointer(root / "happy" / "a.mp4")
+    (root / "notes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "notes.txt").write_text("hello")
+    out = tmp_path / "m.csv"
+    assert main(["manifest", "folder", str(root), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no usable clip" in err and "expected" in err
+    assert not out.exists()
+
+
+def test_ids_that_look_like_missing_values_stay_text(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("clip_id,path,label,subject,note\nnan,a.wav,happy,NA,null\nNA,b.wav,sad,s2,\n")
+    df, _ = read_manifest(path)
+    assert df["clip_id"].tolist() == ["nan", "NA"] and df["subject"].tolist() == ["NA", "s2"]
+    assert df["note"].iat[0] == "null" and pd.isna(df["note"].iat[1])

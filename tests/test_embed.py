@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from femo.data.store import StoreMeta, write_clip, write_index, write_meta
-from femo.embed import cache_embeddings
+from femo.features.embed import cache_embeddings
 
 T, S = 5, 16
 

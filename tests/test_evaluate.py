@@ -8,7 +8,8 @@ from torch import nn
 from _synth_store import CLASSES, build_store
 from femo.config import DataConfig
 from femo.data.dataset import FeatureDataset
-from femo.evaluate import aggregate_folds, expected_calibration_error, metrics, predict
+from femo.training.evaluate import aggregate_folds, predict
+from femo.training.metrics import expected_calibration_error, metrics
 
 
 def _onehot_probs(y_pred, c):

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from femo.cli import main
-from femo.export import ProbabilityHead, example_inputs, export_run, run_exported
-from femo.predict import load_run_model
+from femo.inference.export import ProbabilityHead, example_inputs, export_run, run_exported
+from femo.inference.predictor import load_run_model
 
-from _predict_media import CLASSES, TINY_DATA, TINY_MODEL, make_run
+from _media import CLASSES, TINY_DATA, TINY_MODEL, make_run
 
 
 def _fer_cached() -> bool:

@@ -19,7 +19,8 @@ from femo.cli import main as femo
 from femo.data import store as fs
 from femo.data.manifest import read_manifest
 from femo.data.media import write_video, write_wav
-from femo.extract import ExtractConfig, ExtractError, merge_shards, parse_shard, run_extraction
+from femo.features.clip import ExtractConfig, ExtractError
+from femo.features.extract import merge_shards, parse_shard, run_extraction
 
 SR = 16_000
 CONFIG = ExtractConfig(num_frames=8, face_size=64)
@@ -212,7 +213,6 @@ def test_merge_without_shards_fails_clearly(tmp_path, capsys):
 
 
 def test_embed_flag_with_unknown_encoder_fails_before_work(dataset, tmp_path, capsys):
-    pytest.importorskip("femo.embed", reason="femo.embed (frozen-CNN embedding cache) is not installed")
     assert femo(["extract", str(dataset), "--out", str(tmp_path / "s"), "--embed", "no-such-net"]) == 2
     assert "unknown frame encoder 'no-such-net'" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
@@ -238,7 +238,6 @@ def test_models_cli(tmp_path, monkeypatch, capsys):
 
 
 def test_synthetic_clips_yield_faces(tmp_path):
-    pytest.importorskip("femo.data.synth", reason="femo.data.synth (the synthetic dataset) is not installed")
     out = tmp_path / "synth"
     assert femo(["synth", str(out), "--clips", "6", "--seed", "0"]) == 0
     manifest = next(out.rglob("manifest.csv"))

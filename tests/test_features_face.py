@@ -153,3 +153,26 @@ def test_missing_model_names_the_fetch_command(tmp_path, monkeypatch):
         FaceTracker()
     with pytest.raises(MissingModelError, match="pose_landmarker_full.task"):
         PoseTracker()
+
+
+def test_crop_landmarks_repeat_the_alignment() -> None:
+    from femo.features.face import align_face, box_normalise, crop_landmarks
+
+    rng = np.random.default_rng(0)
+    frame_px = np.column_stack([rng.uniform(60, 140, 478), rng.uniform(40, 160, 478)]).astype(np.float32)
+    frame_px[[33, 133]] = [[80, 90], [90, 92]]  # eyes slightly tilted
+    frame_px[[362, 263]] = [[110, 96], [120, 98]]
+    width, height = 320, 200
+    norm = np.column_stack([frame_px / [width, height], np.zeros(478)]).astype(np.float32)
+    box = np.concatenate([norm[:, :2].min(0), norm[:, :2].max(0)])
+    # Mark a single bright pixel at landmark 0 and find where alignment puts it.
+    frame = np.zeros((height, width, 3), np.uint8)
+    x, y = np.round(frame_px[0]).astype(int)
+    frame_px[0] = [x, y]
+    norm[0, :2] = frame_px[0] / [width, height]
+    frame[y - 1:y + 2, x - 1:x + 2] = 255
+    crop = align_face(frame, frame_px, size=112)
+    peak = np.unravel_index(crop[..., 0].argmax(), crop.shape[:2])
+    points = crop_landmarks(box_normalise(norm), box, size=112, aspect=width / height)
+    assert points.shape == (478, 2)
+    assert points[0] == pytest.approx([peak[1], peak[0]], abs=2.0)

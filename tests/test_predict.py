@@ -13,12 +13,14 @@ import torch
 import femo
 from femo.cli import main
 from femo.data.decode import MediaError, load_audio
-from femo.predict import ClassMismatchError, Predictor, RunError, load_run_model
-from femo.predict_output import plot_timeline, write_results
-from femo.timeline import AudioStream, FrameBuffer, window_spans
-from femo.train import CheckpointError
+from femo.inference.predictor import Predictor, load_run_model
+from femo.training.runs import ClassMismatchError, RunError
+from femo.inference.outputs import plot_timeline, write_results
+from femo.inference.stream import AudioStream, FrameBuffer
+from femo.inference.timeline import window_spans
+from femo.training.runs import CheckpointError
 
-from _predict_media import CLASSES, astronaut_clip, face_then_gone_clip, make_run, two_people_clip
+from _media import CLASSES, astronaut_clip, face_then_gone_clip, make_run, two_people_clip
 
 WINDOW_KEYS = {"start", "end", "label", "probabilities", "face", "audio"}
 
@@ -133,7 +135,7 @@ def test_missing_face_uses_the_missing_path(predictor):
 def test_split_model_matches_full_net(media):
     """head(face_emb = CNN(crops)) equals the trained FemoNet run on the crops themselves."""
     from femo.models.net import FemoNet
-    from femo.train import load_checkpoint, model_config_from
+    from femo.training.runs import load_checkpoint, model_config_from
 
     ckpt = load_checkpoint(media["run"] / "best.pt")
     net = FemoNet(model_config_from(ckpt), len(CLASSES))
@@ -231,7 +233,8 @@ def test_cli_multi_file_goes_on_and_reports(media, tmp_path, capsys):
     assert code == 1
     assert "1 of 2 file(s) failed" in err and str(media["garbage"]) in err
     doc = json.loads(out.read_text())
-    assert isinstance(doc, list) and [d["file"] for d in doc] == [str(media["silent"])]
+    assert isinstance(doc, list) and [d["file"] for d in doc] == [str(media["silent"]), str(media["garbage"])]
+    assert [d["status"] for d in doc] == ["ok", "failed"] and doc[1]["error"]  # the failure is in the output too
     assert (tmp_path / "tl_silent.png").is_file()
     csv = tmp_path / "res.csv"
     write_results([], csv)

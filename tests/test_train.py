@@ -6,13 +6,14 @@ import pandas as pd
 import pytest
 import torch
 
-import femo.train as femo_train
+import femo.training.loop as femo_train
 from _synth_store import CLASSES, EMB_NAME, build_store
 from femo.cli import main as femo_main
 from femo.config import DataConfig, ModelConfig, TrainConfig
 from femo.data.store import StoreMeta, write_meta
-from femo.evaluate import evaluate_run
-from femo.train import CheckpointError, class_weights, loss_fn, train, train_folds
+from femo.training.evaluate import evaluate_run
+from femo.training.loop import class_weights, loss_fn, train, train_folds
+from femo.training.runs import CheckpointError
 
 DATA = DataConfig(num_frames=4, face_size=16, audio_frames=32, classes=CLASSES)
 TINY_DATA = DataConfig(num_frames=4, face_size=16, audio_frames=16, classes=CLASSES)
@@ -91,7 +92,7 @@ def test_same_seed_same_result(tiny_store, tmp_path):
 def test_resume_after_kill_equals_uninterrupted(tiny_store, tmp_path, monkeypatch):
     cfg = TrainConfig(epochs=4, batch_size=8, lr=1e-2, seed=3, balance="sampler")
     full = train(tiny_store, out=tmp_path / "full", model=TINY_MODEL, train=cfg, fold=2, data=TINY_DATA, progress=False)
-    real_save, saves = femo_train._save, []
+    real_save, saves = femo_train.save_checkpoint, []
 
     def killing_save(path, state):
         real_save(path, state)
@@ -99,10 +100,10 @@ def test_resume_after_kill_equals_uninterrupted(tiny_store, tmp_path, monkeypatc
         if saves.count("checkpoint.pt") == 2:
             raise KeyboardInterrupt  # killed right after epoch 2's checkpoint
 
-    monkeypatch.setattr(femo_train, "_save", killing_save)
+    monkeypatch.setattr(femo_train, "save_checkpoint", killing_save)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_store, out=tmp_path / "cut", model=TINY_MODEL, train=cfg, fold=2, data=TINY_DATA, progress=False)
-    monkeypatch.setattr(femo_train, "_save", real_save)
+    monkeypatch.setattr(femo_train, "save_checkpoint", real_save)
     assert len(_history(tmp_path / "cut")) == 2
     resumed = train(tiny_store, out=tmp_path / "cut", model=TINY_MODEL, train=cfg, fold=2, data=TINY_DATA,
                     progress=False, resume=True)
@@ -151,8 +152,10 @@ def test_corrupt_checkpoint_refused(tiny_run, tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         evaluate_run(run)
     torch.save({"model": {}, "config": {}, "classes": [], "evil": CheckpointError("x")}, run / "best.pt")
-    with pytest.raises(CheckpointError, match="corrupt"):  # arbitrary objects are never unpickled
+    with pytest.raises(CheckpointError, match="corrupt") as caught:  # arbitrary objects are never unpickled
         evaluate_run(run)
+    # femo's own reason, not torch's advice to retry with weights_only=False (unsafe for a foreign file)
+    assert "weights_only" not in str(caught.value) and "Python objects" in str(caught.value)
 
 
 def test_kl_loss_with_votes_runs(tiny_store, tmp_path):
@@ -187,9 +190,11 @@ def test_folds_all_cli_and_evaluate(tiny_store, tmp_path, capsys):
     assert len(pred) == 36 and sorted(pred["fold"].unique()) == [1, 2, 3]
     assert femo_main(["evaluate", str(run)]) == 0
     assert json.loads((run / "metrics.json").read_text())["uar"] == pytest.approx(summary["uar"])
-    assert femo_main(["train", str(tiny_store), "--out", str(tmp_path / "x"), "--fusion", "sum", "--fold", "1",
-                      "--embeddings", EMB_NAME]) == 1
-    assert "unknown fusion 'sum'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        femo_main(["train", str(tiny_store), "--out", str(tmp_path / "x"), "--fusion", "sum", "--fold", "1"])
+    assert "invalid choice: 'sum'" in capsys.readouterr().err
+    assert femo_main(["train", str(tiny_store), "--out", str(tmp_path / "x"), "--fold", "1", "-o", "layerz=2"]) == 1
+    assert "-o 'layerz=2': expected KEY=VALUE with KEY one of" in capsys.readouterr().err
 
 
 def test_train_folds_api_subset(tiny_store, tmp_path):
@@ -213,7 +218,8 @@ def test_end_to_end_on_rendered_synthetic_videos(tmp_path):
     """femo synth -> extraction -> ResNet-18 (random init, last block trained) fusion model, CPU."""
     from femo.data.manifest import read_manifest
     from femo.data.synth import SynthConfig, generate
-    from femo.extract import ExtractConfig, run_extraction
+    from femo.features.clip import ExtractConfig
+    from femo.features.extract import run_extraction
 
     manifest_path = generate(tmp_path / "synth", SynthConfig(clips=70, subjects=10, size=128, seconds=1.5, workers=1),
                              log=lambda msg: None)

@@ -82,8 +82,10 @@ def evaluate_subsets(model: torch.nn.Module, batches: Iterable[Mapping[str, torc
     batches: a DataLoader or any iterable of sample dicts (see docs/ARCHITECTURE.md); ``label``
     (B,) int64 is required, ``index`` (B,) int64 is used when present (else a running count).
     Returns a long frame with one row per clip and subset: ``subset`` (name, the full subset
-    named :data:`FUSED`), ``index``, ``label``, ``predicted`` (class indices) and ``p_<class>``
-    softmax probabilities. Each batch is passed once per subset (2^M - 1 forward passes per batch).
+    named :data:`FUSED`), ``index``, ``label``, ``predicted`` (class indices), ``p_<class>``
+    softmax probabilities and ``present_<modality>`` (bool: the clip's own mask has at least one
+    True element, i.e. the modality exists in that clip before any masking). Each batch is passed
+    once per subset (2^M - 1 forward passes per batch).
     """
     model.eval()
     subsets = all_subsets(modalities)
@@ -94,6 +96,7 @@ def evaluate_subsets(model: torch.nn.Module, batches: Iterable[Mapping[str, torc
         labels = batch["label"].cpu().numpy()
         index = batch["index"].cpu().numpy() if "index" in batch else offset + np.arange(len(labels))
         offset += len(labels)
+        present = {f"present_{m}": _present(batch, m, len(labels)) for m in modalities}
         for subset in subsets:
             logits = model(mask_batch(batch, subset, modalities))["logits"]  # (B, C)
             probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
@@ -106,14 +109,23 @@ def evaluate_subsets(model: torch.nn.Module, batches: Iterable[Mapping[str, torc
             frame.insert(0, "label", labels)
             frame.insert(0, "index", index)
             frame.insert(0, "subset", FUSED if full else subset_name(subset, modalities))
-            frames.append(frame)
+            frames.append(frame.assign(**present))
     if not frames:
         raise ValueError("evaluate_subsets: no batches")
     return pd.concat(frames, ignore_index=True)
 
 
+def _present(batch: Mapping[str, torch.Tensor], modality: str, n: int) -> np.ndarray:
+    """(B,) bool: the modality exists in the clip (any True in its mask; True without a mask key)."""
+    mask = batch.get(f"{modality}_mask")
+    if mask is None:
+        return np.ones(n, bool)
+    return mask.reshape(n, -1).any(dim=1).cpu().numpy()
+
+
 def wide_predictions(long: pd.DataFrame, meta: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per clip: ``index``, ``label``, ``pred_<subset>`` per subset, then ``meta`` columns.
+    """One row per clip: ``index``, ``label``, ``pred_<subset>`` per subset, ``present_<modality>``
+    (when ``long`` has them), then ``meta`` columns.
 
     meta: the dataset's index table (row ``i`` describes sample ``index == i``), e.g. with
     ``clip_id``, ``subject``, condition flags and manifest columns; joined on ``index``.
@@ -122,6 +134,10 @@ def wide_predictions(long: pd.DataFrame, meta: pd.DataFrame | None = None) -> pd
     wide.columns = [f"pred_{c}" for c in wide.columns]
     labels = long.drop_duplicates("index").set_index("index")["label"]
     wide.insert(0, "label", labels.loc[wide.index].to_numpy())
+    present = [c for c in long.columns if c.startswith("present_")]
+    if present:
+        flags = long.drop_duplicates("index").set_index("index")[present]
+        wide = wide.join(flags.loc[wide.index])
     wide = wide.reset_index()
     if meta is not None:
         extra = meta.drop(columns=[c for c in meta.columns if c in ("label",)], errors="ignore")
@@ -129,20 +145,18 @@ def wide_predictions(long: pd.DataFrame, meta: pd.DataFrame | None = None) -> pd
     return wide
 
 
-def write_subset_predictions(long: pd.DataFrame, out_dir: str | Path, *,
-                             meta: pd.DataFrame | None = None,
-                             classes: Sequence[str] | None = None) -> list[Path]:
-    """Write ``out_dir/predictions_<subset>.csv`` for every subset (``predictions_fused.csv`` for all).
+def subset_tables(long: pd.DataFrame, *, meta: pd.DataFrame | None = None,
+                  classes: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """{subset: predictions table} of the long frame of :func:`evaluate_subsets`.
 
     The columns follow RUN/predictions.csv: ``clip_id`` (when ``meta`` has it), ``label`` and
     ``predicted`` as class names when ``classes`` is given, ``p_<class>``, then the ``meta``
-    columns (manifest metadata such as ``subject``). Returns the files written.
+    columns (manifest metadata such as ``subject``), joined on ``index``.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    tables = {}
     for name, frame in long.groupby("subset", sort=False):
-        frame = frame.drop(columns="subset").reset_index(drop=True)
+        frame = frame.drop(columns=["subset", *[c for c in frame.columns if c.startswith("present_")]])
+        frame = frame.reset_index(drop=True)
         if classes is not None:
             frame["label"] = [classes[i] for i in frame["label"]]
             frame["predicted"] = [classes[i] for i in frame["predicted"]]
@@ -151,10 +165,23 @@ def write_subset_predictions(long: pd.DataFrame, out_dir: str | Path, *,
             frame = frame.join(extra.reset_index(drop=True), on="index", rsuffix="_meta")
             if "clip_id" in frame.columns:
                 frame = frame[["clip_id"] + [c for c in frame.columns if c != "clip_id"]]
+        tables[str(name)] = frame
+    return tables
+
+
+def write_subset_predictions(long: pd.DataFrame, out_dir: str | Path, *,
+                             meta: pd.DataFrame | None = None,
+                             classes: Sequence[str] | None = None) -> list[Path]:
+    """Write ``out_dir/predictions_<subset>.csv`` for every subset (``predictions_fused.csv`` for
+    all), the tables of :func:`subset_tables`. Returns the files written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, frame in subset_tables(long, meta=meta, classes=classes).items():
         path = out / f"predictions_{name}.csv"
         tmp = path.with_name(f".{path.name}.tmp")
         frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)  # readers (the bias audit) never see a half-written file
+        os.replace(tmp, path)  # a reader never sees a half-written file
         written.append(path)
     return written
 
@@ -204,15 +231,35 @@ def shapley_values(value: Callable[[frozenset[str]], float],
     return phi
 
 
+def absent_modalities(frame: pd.DataFrame, modalities: Sequence[str] = MODALITIES) -> frozenset[str]:
+    """Modalities missing from every clip of a wide frame (``present_<m>`` all False).
+
+    A frame without ``present_<m>`` columns (made before they existed) counts every modality as
+    present somewhere; an empty frame has no absent modality.
+    """
+    out = set()
+    for m in modalities:
+        col = f"present_{m}"
+        if len(frame) and col in frame.columns and not frame[col].astype(bool).any():
+            out.add(m)
+    return frozenset(out)
+
+
 def subset_value_table(frame: pd.DataFrame, n_classes: int, *,
                        modalities: Sequence[str] = MODALITIES) -> dict[frozenset[str], float]:
-    """UAR of every subset from a wide frame (``label``, ``pred_<subset>``); empty set = chance."""
+    """UAR of every subset from a wide frame (``label``, ``pred_<subset>``); empty set = chance.
+
+    A modality absent from every clip (:func:`absent_modalities`) cannot add anything, so a
+    coalition's value is that of its present members: v(S) = v(S minus absent). Its Shapley value
+    is then exactly 0 (a null player), whatever the model does with an all-False mask.
+    """
     classes = list(range(n_classes))
-    table = {frozenset(): chance_uar(frame["label"])}
+    absent = absent_modalities(frame, modalities)
+    measured = {frozenset(): chance_uar(frame["label"])}
     for subset in all_subsets(modalities):
         name = FUSED if len(subset) == len(modalities) else subset_name(subset, modalities)
-        table[frozenset(subset)] = uar(frame["label"], frame[f"pred_{name}"], classes)
-    return table
+        measured[frozenset(subset)] = uar(frame["label"], frame[f"pred_{name}"], classes)
+    return {s: measured[s - absent] for s in measured}
 
 
 def shapley_uar(frame: pd.DataFrame, n_classes: int, *,
@@ -220,13 +267,13 @@ def shapley_uar(frame: pd.DataFrame, n_classes: int, *,
     """Exact Shapley contribution of each modality to UAR on the clips of a wide frame.
 
     Returns columns ``modality, shapley`` (UAR, summing to UAR(fused) - chance) and ``share``
-    (shapley / sum; NaN when the sum is 0).
+    (shapley / sum; NaN when the sum is not positive: no gain over chance to share out).
     """
     table = subset_value_table(frame, n_classes, modalities=modalities)
     phi = shapley_values(table.__getitem__, modalities)
     total = sum(phi.values())
     return pd.DataFrame({"modality": list(phi), "shapley": list(phi.values()),
-                         "share": [p / total if total else float("nan") for p in phi.values()]})
+                         "share": [p / total if total > 0 else float("nan") for p in phi.values()]})
 
 
 def _keep_inputs(batch: Mapping[str, torch.Tensor], modalities: Sequence[str]) -> tuple[torch.Tensor, ...]:
@@ -298,14 +345,14 @@ def retrain_subsets(store: str | Path, out_dir: str | Path, *, model_config: obj
 
     model_config: a frozen dataclass with a ``modalities`` field (``femo.config.ModelConfig``);
     each run uses ``dataclasses.replace(model_config, modalities=subset)``. train_fn: the training
-    entry point, by default ``femo.train.train``; it is called as
+    entry point, by default ``femo.training.loop.train``; it is called as
     ``train_fn(store, out=RUN, model=config, **train_kwargs)`` (e.g. ``train=TrainConfig(...)``,
     ``fold=1``) and must write ``RUN/metrics.json``
     with ``uar`` and ``war``. Runs go to ``out_dir/retrain_<subset>/``. Returns columns
     ``subset, uar, war, run``.
     """
     if train_fn is None:
-        from femo.train import train as train_fn  # imported here: training is heavy and optional
+        from femo.training.loop import train as train_fn  # imported here: training is heavy and optional
     if not any(f.name == "modalities" for f in dataclasses.fields(model_config)):
         raise ValueError(f"retrain_subsets: {type(model_config).__name__} has no 'modalities' field")
     rows = []
@@ -316,3 +363,18 @@ def retrain_subsets(store: str | Path, out_dir: str | Path, *, model_config: obj
         metrics = json.loads((run / "metrics.json").read_text())
         rows.append({"subset": name, "uar": metrics["uar"], "war": metrics["war"], "run": str(run)})
     return pd.DataFrame(rows)
+
+
+def retrain_like(run: str | Path, store: str | Path, out_dir: str | Path, *, epochs: int, seed: int = 0,
+                 **kwargs: object) -> pd.DataFrame:
+    """:func:`retrain_subsets` with a trained ``run``'s model config, fold and data settings (for a
+    k-fold run, its first fold's), ``epochs`` epochs each; kwargs go to :func:`retrain_subsets`
+    (``subsets``, ``train_fn``, ...)."""
+    from femo.config import TrainConfig
+    from femo.training.runs import RunFolder, model_config_from
+
+    folder = RunFolder(run)
+    folder = folder.folds[0] if folder.is_kfold else folder
+    return retrain_subsets(store, out_dir, model_config=model_config_from(folder.checkpoint()),
+                           train=TrainConfig(epochs=epochs, seed=seed), fold=folder.config.get("fold"),
+                           data=folder.data_config(), progress=False, **kwargs)

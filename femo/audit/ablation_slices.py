@@ -24,7 +24,14 @@ import numpy as np
 import pandas as pd
 
 from femo.audit import stats
-from femo.audit.ablation import FUSED, all_subsets, chance_uar, shapley_values, subset_name
+from femo.audit.ablation import (
+    FUSED,
+    absent_modalities,
+    all_subsets,
+    shapley_values,
+    subset_name,
+    subset_value_table,
+)
 from femo.config import MODALITIES
 
 
@@ -174,39 +181,59 @@ def modality_gains(frame: pd.DataFrame, n_classes: int, *, rules: Sequence[Slice
     return pd.DataFrame(rows)
 
 
+#: Smallest slice given Shapley values: fewer clips or subjects give values that look like findings
+#: but move by tens of UAR points when one subject is left out.
+MIN_CLIPS, MIN_SUBJECTS = 20, 5
+
+
+def judgeable(n_clips: int, n_subjects: int, *, min_clips: int = MIN_CLIPS, min_subjects: int = MIN_SUBJECTS) -> bool:
+    """True when a slice has at least ``min_clips`` clips and ``min_subjects`` subjects."""
+    return n_clips >= min_clips and n_subjects >= min_subjects
+
+
 def slice_shapley(frame: pd.DataFrame, n_classes: int, *, rules: Sequence[SliceRule] = DEFAULT_SLICES,
-                  modalities: Sequence[str] = MODALITIES) -> pd.DataFrame:
+                  modalities: Sequence[str] = MODALITIES, min_clips: int = MIN_CLIPS,
+                  min_subjects: int = MIN_SUBJECTS, cluster: str = "subject") -> pd.DataFrame:
     """Exact Shapley contribution of each modality to UAR within each slice.
 
-    Columns ``slice, modality, shapley, share`` (share = shapley / sum over modalities).
+    Columns ``slice, description, modality, shapley, share, n_clips, n_subjects, judged, absent``
+    (share = shapley / sum over modalities; NaN when the sum is not positive, i.e. the fused model
+    is no better than chance there, where shares mean nothing). A slice with fewer than ``min_clips`` clips or
+    ``min_subjects`` subjects (``cluster`` values; clips when the column is absent) is not judged:
+    its ``shapley`` and ``share`` are NaN. A modality missing from every clip of a slice
+    (``absent``) gets exactly 0 (see :func:`femo.audit.ablation.subset_value_table`).
     """
-    cols = _subset_columns(modalities)
-    classes = list(range(n_classes))
     rows = []
-    for name, (mask, _) in slice_masks(frame, rules).items():
+    for name, (mask, text) in slice_masks(frame, rules).items():
         part = frame[mask]
-        table = {frozenset(): chance_uar(part["label"])}
-        for s in all_subsets(modalities):
-            table[frozenset(s)] = stats.uar(part["label"], part[cols[_label(s, modalities)]], classes)
-        phi = shapley_values(table.__getitem__, modalities)
+        n_subjects = stats.cluster_codes(part, cluster)[1]
+        judged = judgeable(int(mask.sum()), n_subjects, min_clips=min_clips, min_subjects=min_subjects)
+        absent = absent_modalities(part, modalities)
+        if judged:
+            phi = shapley_values(subset_value_table(part, n_classes, modalities=modalities).__getitem__, modalities)
+        else:
+            phi = {m: float("nan") for m in modalities}
         total = sum(phi.values())
-        rows += [{"slice": name, "modality": m, "shapley": p, "share": p / total if total else float("nan")}
+        rows += [{"slice": name, "description": text, "modality": m, "shapley": p,
+                  "share": p / total if judged and total > 0 else float("nan"), "n_clips": int(mask.sum()),
+                  "n_subjects": n_subjects, "judged": judged, "absent": m in absent}
                  for m, p in phi.items()]
     return pd.DataFrame(rows)
 
 
-def findings(gains: pd.DataFrame, *, ci: float = 0.95, min_clusters: int = 5) -> list[str]:
+def findings(gains: pd.DataFrame, *, ci: float = 0.95, min_clusters: int = MIN_SUBJECTS,
+             min_clips: int = MIN_CLIPS) -> list[str]:
     """Plain-words statements for the slice gains whose interval excludes 0.
 
-    Slices resting on fewer than ``min_clusters`` subjects are never stated: with one or two
-    subjects a bootstrap interval collapses and says nothing. E.g. "In low_light clips (darkest
+    Slices resting on fewer than ``min_clusters`` subjects or ``min_clips`` clips are never
+    stated: with one or two subjects a bootstrap interval collapses and says nothing. E.g. "In low_light clips (darkest
     quarter of clips (brightness < 0.31)): audio adds 12.5 UAR points (95% CI 4.1 to 20.3; 180
     clips, 24 subjects)."; a negative gain says "costs".
     """
     lines = []
     pct = round(100 * ci)
     for row in gains.itertuples():
-        if row.n_clusters < min_clusters or not (row.low > 0 or row.high < 0):
+        if row.n_clusters < min_clusters or row.n_clips < min_clips or not (row.low > 0 or row.high < 0):
             continue
         verb = "adds" if row.gain > 0 else "costs"
         detail = f" ({row.description})" if row.description else ""

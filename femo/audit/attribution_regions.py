@@ -1,7 +1,7 @@
 """Facial-region and feature-name summaries of attributions, and aggregates per emotion / subgroup.
 
 Region masks: the clip's stored face mesh (478 points normalised to the face box) is projected
-onto the aligned crop (:func:`femo.reporting.crop_landmarks`, the same alignment as extraction).
+onto the aligned crop (:func:`femo.features.face.crop_landmarks`, the same alignment as extraction).
 A pixel belongs to the region of its nearest region landmark (``FACE_REGIONS`` of
 :mod:`femo.features.geometry`) when that landmark is within ``radius`` pixels (default S / 14,
 8 px at S = 112), else to ``other`` (cheeks, forehead, hair, background). Dilated points rather
@@ -52,7 +52,7 @@ def crop_points(landmarks: np.ndarray, face_box: np.ndarray, *, size: int, aspec
     landmarks: (T, 478, 3) store key ``landmarks``; face_box: (T, 4) store key ``face_box``;
     aspect: the video's width / height (1.0 when unknown: only the mesh's aspect changes).
     """
-    from femo.reporting import crop_landmarks
+    from femo.features.face import crop_landmarks
 
     return np.stack([crop_landmarks(lm, box, size=size, aspect=aspect) for lm, box in zip(landmarks, face_box)])
 

@@ -129,3 +129,60 @@ def region_summary(result: ClipAttributions) -> dict[str, float]:
         return {}
     part = result.table[cols].dropna()
     return {c: float(part[c].mean()) for c in cols} if len(part) else {}
+
+
+def choose_clips(table: pd.DataFrame, by: Mapping[str, int], *, seed: int = 0) -> np.ndarray:
+    """Rows of ``table`` to explain, stratified: for every column ``c`` of ``by`` and every value of
+    ``table[c]``, up to ``by[c]`` rows with that value (all of them when fewer exist), drawn with
+    ``seed``; rows already chosen for an earlier column count towards later ones.
+
+    E.g. ``by={"predicted": 5, "expression_region": 5}``: five clips per predicted emotion, and
+    at least five mouth-only clips. Columns absent from ``table`` are skipped. Returns sorted
+    positional row numbers (int64).
+    """
+    rng = np.random.default_rng(seed)
+    chosen: set[int] = set()
+    for column, count in by.items():
+        if column not in table.columns or count <= 0:
+            continue
+        values = table[column].astype(str).to_numpy()
+        for value in sorted(set(values)):
+            rows = np.flatnonzero(values == value)
+            have = [r for r in rows if r in chosen]
+            rest = rng.permutation([r for r in rows if r not in chosen])
+            chosen.update(int(r) for r in rest[: max(0, count - len(have))])
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+@torch.no_grad()
+def predict_classes(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> np.ndarray:
+    """(N,) predicted class index of every clip of ``batches``, in order (one forward pass each)."""
+    model.eval()
+    return np.concatenate([model(batch)["logits"].argmax(-1).cpu().numpy() for batch in batches])
+
+
+def subset_batches(dataset: torch.utils.data.Dataset, rows: Sequence[int], *, batch_size: int = 2):
+    """Batches over the dataset rows ``rows`` only (each sample keeps its own ``index``)."""
+    from torch.utils.data import DataLoader, Subset
+
+    return DataLoader(Subset(dataset, [int(r) for r in rows]), batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+def planted_region_check(table: pd.DataFrame, regions: Sequence[str], *, column: str = "expression_region",
+                         value: str = "mouth", expected: str = "mouth", min_clips: int = 5) -> dict | None:
+    """On a synthetic set: do the clips whose expression is drawn only in ``value`` (column
+    ``expression_region``) put the largest attribution share on the ``expected`` region?
+
+    Regions compared: the named facial regions (``other`` -- cheeks, forehead, background -- is
+    reported but not ranked). Returns None without the column, else ``{column, value, expected,
+    n_clips, shares, top, judged, passed}`` (``judged`` False below ``min_clips`` clips with a face).
+    """
+    if column not in table.columns:
+        return None
+    named = [r for r in regions if r != ar.OTHER]
+    part = table[table[column].astype(str) == value].dropna(subset=list(regions))
+    shares = {r: float(part[r].mean()) for r in regions} if len(part) else {}
+    top = max(named, key=lambda r: shares[r]) if shares else None
+    judged = len(part) >= min_clips
+    return {"column": column, "value": value, "expected": expected, "n_clips": int(len(part)), "shares": shares,
+            "top": top, "judged": judged, "passed": bool(judged and top == expected)}

@@ -39,7 +39,7 @@ from femo.audit.groups import (
 )
 from femo.audit.report import AuditResult, flagged_rows, summarize
 from femo.audit.stats import holm, percentile_interval, uar
-from femo.evaluate import expected_calibration_error
+from femo.training.metrics import expected_calibration_error
 
 __all__ = ["group_metrics", "confusion_matrices", "disparities", "modality_gaps", "audit", "AuditResult"]
 

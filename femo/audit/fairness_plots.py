@@ -1,6 +1,6 @@
 """Figures of the bias audit: a forest plot of per-group UAR, a per-group recall heatmap and a
 per-modality gap plot. Each takes tables from :func:`femo.audit.fairness.audit` and returns a
-matplotlib Figure, styled by :func:`femo.reporting.set_style` (colour-blind-safe palette)."""
+matplotlib Figure, styled by :func:`femo.reports.figures.set_style` (colour-blind-safe palette)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from femo.reporting import CMAP, set_style
+from femo.reports.figures import CMAP, set_style
 
 __all__ = ["forest_plot", "recall_heatmap", "modality_gap_plot"]
 

@@ -1,6 +1,6 @@
 """Figures of the modality-ablation report (matplotlib/seaborn, colour-blind-safe palettes).
 
-Each function returns a matplotlib Figure; saving is the caller's (``femo.reporting.save_figure``).
+Each function returns a matplotlib Figure; saving is the caller's (``femo.reports.figures.save_figure``).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ MODALITY_COLOURS: dict[str, str] = {"face": "#0072B2", "landmarks": "#009E73", "
 def _style():
     import matplotlib.pyplot as plt
 
-    from femo.reporting import set_style
+    from femo.reports.figures import set_style
 
     set_style()
     return plt
@@ -44,18 +44,34 @@ def plot_shapley(frame: pd.DataFrame, *, value: str = "shapley", title: str = "S
     """Heatmap of modality contributions per slice: ``frame`` has ``slice, modality`` and ``value``.
 
     Values are UAR points (``shapley``) or fractions (``share``); a diverging colour-blind-safe map
-    centred on 0 shows negative contributions.
+    centred on 0 shows negative contributions. With ``n_clips`` / ``judged`` columns (from
+    :func:`femo.audit.ablation_slices.slice_shapley`) each row label carries its clip count and
+    rows too small to judge are greyed out with the words "too small to judge".
     """
     import seaborn as sns
+    from matplotlib.patches import Rectangle
 
     plt = _style()
-    grid = frame.pivot(index="slice", columns="modality", values=value)
+    order = list(dict.fromkeys(frame["slice"]))
+    grid = frame.pivot(index="slice", columns="modality", values=value).reindex(order)
     grid = grid[[m for m in MODALITY_COLOURS if m in grid.columns]]
+    firsts = frame.drop_duplicates("slice").set_index("slice").reindex(order)
+    judged = firsts["judged"].astype(bool) if "judged" in firsts else pd.Series(True, index=order)
     scale = 100 if value == "shapley" else 1
-    fig, ax = plt.subplots(figsize=(5.5, 0.42 * len(grid) + 1.4), layout="constrained")
-    lim = float(np.nanmax(np.abs(grid.to_numpy() * scale))) or 1.0
-    sns.heatmap(grid * scale, annot=True, fmt=".1f" if scale == 100 else ".2f", cmap="PuOr_r", center=0,
-                vmin=-lim, vmax=lim, ax=ax, cbar_kws={"label": "UAR points" if scale == 100 else "share"})
+    fig, ax = plt.subplots(figsize=(6.0, 0.42 * len(grid) + 1.4), layout="constrained")
+    shown = grid * scale
+    lim = float(np.nanmax(np.abs(shown.to_numpy()))) if shown.notna().any().any() else 1.0
+    sns.heatmap(shown, annot=True, fmt=".1f" if scale == 100 else ".2f", cmap="PuOr_r", center=0,
+                vmin=-(lim or 1.0), vmax=lim or 1.0, ax=ax,
+                cbar_kws={"label": "UAR points" if scale == 100 else "share"})
+    for i, name in enumerate(order):
+        if not judged[name]:
+            ax.add_patch(Rectangle((0, i), grid.shape[1], 1, color="0.88", zorder=2))
+            ax.text(grid.shape[1] / 2, i + 0.5, "too small to judge", ha="center", va="center",
+                    color="0.35", fontsize=9, zorder=3)
+    if "n_clips" in firsts:
+        ax.set_yticks(np.arange(len(order)) + 0.5,
+                      [f"{s} (n={int(n)})" for s, n in zip(order, firsts["n_clips"])], rotation=0)
     ax.set(xlabel="", ylabel="", title=title)
     return fig
 

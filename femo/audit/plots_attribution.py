@@ -30,7 +30,7 @@ def privacy_mode(requested: str, dataset: str) -> str:
 def _style():
     import matplotlib.pyplot as plt
 
-    from femo.reporting import set_style
+    from femo.reports.figures import set_style
 
     set_style()
     return plt
@@ -67,7 +67,7 @@ def plot_face_maps(faces: np.ndarray, maps: np.ndarray, *, titles: Sequence[str]
     faces: (N, S, S, 3) uint8; maps: (N, S, S) non-negative attribution (each panel scaled to its
     99th percentile); points: (N, 478, 2) pixel landmarks (for ``privacy="landmarks"``).
     """
-    from femo.reporting import image_grid
+    from femo.reports.figures import image_grid
 
     shown = private_faces(faces, privacy, points)
     fig, panels = image_grid(len(faces), ncols=ncols, titles=titles, cell=(2.6, 2.8))
@@ -178,4 +178,25 @@ def plot_region_masks(faces: np.ndarray, labels: np.ndarray, names: Sequence[str
                       alpha=0.5, interpolation="nearest")
     fig.legend([Patch(color=cmap(i)) for i in range(named)], list(names[:named]), loc="outside lower center",
                ncol=named, fontsize=9)
+    return fig
+
+
+def plot_randomisation(table: pd.DataFrame, *, threshold: float, title: str = "Cascading model randomisation"):
+    """Rank correlation of trained vs randomised maps per cascade step (mean with min-max band).
+
+    table: :attr:`femo.audit.attribution_sanity.RandomisationCheck.table`; threshold: the pass line.
+    """
+    plt = _style()
+    fig, ax = plt.subplots(figsize=(6.5, 3.2), layout="constrained")
+    x = np.arange(len(table))  # positions: a step may be a name (e.g. "none"), labelled below
+    # float: a step where no clip had attribution (e.g. an audio-only store) holds None, drawn as a gap
+    low, high, mean = (pd.to_numeric(table[c], errors="coerce").to_numpy(float)
+                       for c in ("spearman_min", "spearman_max", "spearman"))
+    ax.fill_between(x, low, high, color="#56B4E9", alpha=0.3, label="min-max over clips")
+    ax.plot(x, mean, marker="o", color="#0072B2", label="mean")
+    ax.axhline(threshold, ls="--", color="#D55E00", label=f"pass below {threshold:.2f}")
+    ax.set_xticks(x, [f"{s}\n{n} layers" for s, n in zip(table["step"], table["n_modules"])], fontsize=9)
+    ax.set(ylim=(-0.2, 1.05), xlabel="randomisation step (top layers first, cumulative)",
+           ylabel="Spearman rho (trained vs randomised)", title=title)
+    ax.legend(fontsize=8, loc="upper right")
     return fig

@@ -21,8 +21,9 @@ _STR_COLUMNS = {"clip_id": str, "subject": str}
 @dataclass(frozen=True, eq=False)
 class RunPredictions:
     """A run's predictions: ``pred`` (RUN/predictions.csv), ``classes`` (RUN/config.json, else
-    the order of the ``p_<class>`` columns) and ``modalities`` {name: table} from
-    RUN/predictions_<name>.csv files that carry clip_id (others listed in ``skipped``)."""
+    the order of the ``p_<class>`` columns) and ``modalities`` {name: table} of per-modality
+    predictions on the same clips (:func:`femo.audit.masked.run_predictions` computes them; empty
+    here), with the reason in ``skipped`` when there are none."""
 
     pred: pd.DataFrame
     classes: tuple[str, ...]
@@ -31,7 +32,7 @@ class RunPredictions:
 
 
 def read_run_predictions(run_dir: str | Path) -> RunPredictions:
-    """Read a run folder's prediction tables; FileNotFoundError naming the missing file."""
+    """Read a run folder's predictions.csv and classes; FileNotFoundError naming the missing file."""
     run = Path(run_dir)
     path = run / "predictions.csv"
     if not path.is_file():
@@ -43,14 +44,7 @@ def read_run_predictions(run_dir: str | Path) -> RunPredictions:
         classes = [c[2:] for c in pred.columns if c.startswith("p_")]
     if not classes:
         raise ValueError(f"{path}: no p_<class> columns and no classes in {config}")
-    modalities, skipped = {}, []
-    for file in sorted(run.glob("predictions_*.csv")):
-        frame = pd.read_csv(file, dtype=_STR_COLUMNS)
-        if "clip_id" in frame.columns and "predicted" in frame.columns:
-            modalities[file.stem.removeprefix("predictions_")] = frame
-        else:
-            skipped.append(f"{file.name} (no clip_id/predicted column)")
-    return RunPredictions(pred, tuple(classes), modalities, skipped)
+    return RunPredictions(pred, tuple(classes), {}, [])
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,5 +1,5 @@
 """Statistics shared by the audits: cluster bootstrap, permutation tests, multiple-comparison
-corrections and the two headline metrics (UAR, WAR).
+corrections; the two headline metrics (UAR, WAR) come from :mod:`femo.training.metrics`.
 
 Clips of one person are correlated (same face, voice, recording session), so resampling clips
 as if they were independent gives intervals that are too narrow. Every resampling routine here
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from femo.training.metrics import uar, war  # the one UAR/WAR of femo, re-used by every audit
 
 __all__ = [
     "Interval",
@@ -57,39 +59,6 @@ class Interval:
     def excludes(self, value: float = 0.0) -> bool:
         """True when ``value`` lies outside [low, high] (False when the bounds are NaN)."""
         return bool(self.low > value or self.high < value)
-
-
-def _class_codes(values: Sequence, classes: Sequence) -> np.ndarray:
-    """(N,) int index into ``classes`` (-1 for values not in it), by hashing, not per-class loops."""
-    return pd.Index(list(classes)).get_indexer(np.asarray(values)).astype(np.int64)
-
-
-def uar(y_true: Sequence, y_pred: Sequence, classes: Sequence) -> float:
-    """Unweighted average recall: the mean over classes of per-class recall.
-
-    Only classes present in ``y_true`` count (a class with no true clips has no recall);
-    NaN when ``y_true`` is empty. Labels are compared as given (names or indices); a
-    prediction outside ``classes`` counts as wrong.
-    """
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"uar: y_true {y_true.shape} and y_pred {y_pred.shape} differ in shape")
-    true, pred = _class_codes(y_true, classes), _class_codes(y_pred, classes)
-    known = true >= 0
-    totals = np.bincount(true[known], minlength=len(classes))
-    hits = np.bincount(true[known & (true == pred)], minlength=len(classes))
-    present = totals > 0
-    return float(np.mean(hits[present] / totals[present])) if present.any() else float("nan")
-
-
-def war(y_true: Sequence, y_pred: Sequence, classes: Sequence[str] | None = None) -> float:
-    """Weighted average recall, i.e. accuracy (NaN when empty). ``classes`` is accepted for
-    symmetry with :func:`uar` and, when given, restricts to clips whose label is in it."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if classes is not None:
-        keep = np.isin(y_true, list(classes))
-        y_true, y_pred = y_true[keep], y_pred[keep]
-    return float(np.mean(y_true == y_pred)) if len(y_true) else float("nan")
 
 
 def cluster_codes(frame: pd.DataFrame, cluster: str | None) -> tuple[np.ndarray, int, bool]:

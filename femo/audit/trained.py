@@ -1,5 +1,6 @@
 """Load a trained run for the model-level audits (ablation, attribution): the net from
-``RUN/best.pt`` and the dataset split it was tested on, rebuilt exactly as ``femo.train`` split it.
+``RUN/best.pt`` and the dataset split it was tested on, rebuilt exactly as training split it
+(both through :class:`femo.training.runs.RunFolder`).
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ class PixelFaceModel(torch.nn.Module):
 class TrainedRun:
     """A loaded run: ``model`` (eval mode, CPU unless asked), the ``dataset`` of one split,
     the run's ``classes`` and ``config`` (RUN/config.json), the ``store`` it reads, and the index
-    rows of every split (``splits``: train / val / test)."""
+    rows of every split (``splits``: train / val / test); ``path`` is the run folder (for a k-fold
+    run, the fold's) whose best.pt the model is."""
 
     model: torch.nn.Module
     dataset: torch.utils.data.Dataset
@@ -56,6 +58,7 @@ class TrainedRun:
     store: Path
     splits: dict[str, pd.DataFrame]
     embeddings: str | None = None
+    path: Path | None = None
 
     def split_dataset(self, split: str) -> torch.utils.data.Dataset:
         """A dataset over another split of the same store (e.g. ``train`` as a reference set)."""
@@ -68,9 +71,9 @@ class TrainedRun:
     @property
     def data_config(self):
         """The run's :class:`femo.config.DataConfig` (frames, crop size, audio frames, classes)."""
-        from femo.config import DataConfig, from_dict
+        from femo.training.runs import data_config_of
 
-        return from_dict(DataConfig, {**self.config["data"], "classes": tuple(self.config["data"]["classes"])})
+        return data_config_of(self.config)
 
     @property
     def index(self) -> pd.DataFrame:
@@ -122,35 +125,20 @@ def load_run(run: str | Path, *, store: str | Path | None = None, split: str = "
     """The run's best checkpoint and the ``split`` (train | val | test) of its store.
 
     store: default the store recorded in RUN/config.json. The split repeats the run's own
-    ``subject_split`` (same fold, validation fraction and seed). Raises ``FileNotFoundError``
-    naming the file when the run is incomplete.
+    (:meth:`femo.training.runs.RunFolder.split`: same fold, validation fraction and seed). Raises
+    :class:`femo.training.runs.RunError` naming the file when the run is incomplete.
     """
-    from femo.config import DataConfig, from_dict
-    from femo.data.dataset import FeatureDataset, subject_split
-    from femo.data.store import ok_clips, read_index
-    from femo.models.net import FemoNet
-    from femo.train import check_classes, load_checkpoint, model_config_from
+    from femo.data.dataset import FeatureDataset
+    from femo.training.runs import RunFolder, check_classes
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}")
-    run = Path(run)
-    if not (run / "config.json").is_file():
-        raise FileNotFoundError(f"{run / 'config.json'}: not a run folder; train one with `femo train STORE --out RUN`")
-    config = json.loads((run / "config.json").read_text())
-    store = Path(store or config["store"])
-    ckpt = load_checkpoint(run / "best.pt")
-    model_cfg = model_config_from(ckpt)
-    if model_cfg.frame_encoder.startswith("resnet"):
-        # the checkpoint holds every weight: no need to look for the ImageNet file
-        model_cfg = dataclasses.replace(model_cfg, frame_weights=None)
-    model = FemoNet(model_cfg, len(ckpt["classes"]))
-    model.load_state_dict(ckpt["model"])
-    model.to(device).eval()
-    data = from_dict(DataConfig, {**config["data"], "classes": tuple(config["data"]["classes"])})
-    index = ok_clips(read_index(store))
-    parts = subject_split(index, fold=config.get("fold"), val_fraction=config["train"].get("val_fraction", 0.15),
-                          seed=config["train"].get("seed", 0))
-    dataset = FeatureDataset(store, index=parts[SPLITS.index(split)], config=data, embeddings=model_cfg.embeddings)
-    check_classes(ckpt["classes"], dataset.classes, checkpoint=run / "best.pt", store=store)
-    return TrainedRun(model, dataset, tuple(ckpt["classes"]), config, store, dict(zip(SPLITS, parts)),
-                      model_cfg.embeddings)
+    folder = RunFolder(run)
+    store = folder.store(store)
+    model = folder.load_model(device=device)
+    embeddings = model.config.embeddings
+    parts = folder.split(store)
+    splits = {name: parts[name] for name in SPLITS}
+    dataset = FeatureDataset(store, index=splits[split], config=folder.data_config(), embeddings=embeddings)
+    check_classes(folder.classes, dataset.classes, checkpoint=folder.best_path, store=store)
+    return TrainedRun(model, dataset, folder.classes, folder.config, store, splits, embeddings, folder.path)

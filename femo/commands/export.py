@@ -6,7 +6,7 @@ Example::
 
 Writes the fusion model (OUT), the frame encoder (OUT with suffix .frames.onnx) and a JSON
 sidecar (OUT with suffix .json: classes, input shapes, sizes); what each file holds is in
-``femo.export``. The export is checked against the eager model (missing modalities included) and
+``femo.inference.export``. The export is checked against the eager model (missing modalities included) and
 the file sizes are printed.
 """
 from __future__ import annotations
@@ -29,9 +29,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and check; 0 on success, 1 when the check fails, 2 when the run cannot be loaded."""
-    from femo.export import ExportError, export_run
-    from femo.predict import RunError
-    from femo.train import CheckpointError
+    from femo.inference.export import ExportError, export_run
+    from femo.training.runs import CheckpointError, RunError
 
     try:
         result = export_run(args.run, args.out, format=args.format, opset=args.opset)

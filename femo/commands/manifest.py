@@ -1,8 +1,10 @@
 """``femo manifest LAYOUT ROOT --out manifest.csv``: build, validate and write a clip manifest.
 
 Writes the manifest and its ``.meta.json`` sidecar; when clips are excluded, also
-``excluded.csv`` (clip_id, path, check, reason) next to the manifest. ``--strict`` writes
-nothing and exits 1 with the per-clip reasons when anything would be excluded.
+``<stem>.excluded.csv`` (clip_id, path, check, reason) next to the manifest, named after it like
+the sidecar. ``--strict`` writes nothing and exits 1 with the per-clip reasons when anything would
+be excluded. A root holding no usable clip of the layout writes nothing and exits 2, saying what
+the layout expects.
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-EXCLUDED_NAME = "excluded.csv"
 
 
 def _epilog() -> str:
@@ -79,8 +80,10 @@ def summary(good: pd.DataFrame, excluded: pd.DataFrame, classes: tuple[str, ...]
 
 def run(args: argparse.Namespace) -> int:
     """Build, validate and write; returns the exit status (0 ok, 1 strict failure, 2 bad input)."""
-    from femo.data.layouts import build_manifest
-    from femo.data.manifest import ManifestError, ManifestWarning, empty_classes, validate_manifest, write_manifest
+    from femo.data.layouts import build_manifest, layout_expects
+    from femo.data.manifest import (
+        ManifestError, ManifestWarning, empty_classes, excluded_path, validate_manifest, write_manifest,
+    )
 
     try:
         df, meta = build_manifest(args.layout, args.root, **_parse_options(args))
@@ -93,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
     empty = empty_classes(good, meta.classes)
     print(f"{meta.dataset}: {len(good)} clip(s) kept, {len(excluded)} excluded")
     print(summary(good, excluded, meta.classes))
+    if not len(good):
+        for cid, reason in zip(excluded["clip_id"][:20], excluded["reason"][:20]):
+            print(f"{cid}: {reason}", file=sys.stderr)
+        print(f"error: {args.root}: no usable clip for layout {args.layout!r}; nothing written; expected "
+              f"{layout_expects(args.layout)}", file=sys.stderr)
+        return 2
     if empty:
         print(f"warning: class(es) with no usable clip: {empty}")
     if args.strict and len(excluded):
@@ -105,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                                 "excluded_by_check": {k: int(v) for k, v in checks.items()},
                                 "media_checked": bool(args.check_media)})
     out = write_manifest(good, args.out, meta)
-    side = out.parent / EXCLUDED_NAME
+    side = excluded_path(out)
     if len(excluded):
         excluded.to_csv(side, index=False)
         print(f"wrote {out} and {side}")

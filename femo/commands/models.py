@@ -16,7 +16,7 @@ def register(subparsers) -> None:
     f = sub.add_parser("fetch", help="download and verify model files into the cache")
     f.add_argument("--cache", default=None, metavar="DIR", help="cache folder (default $FEMO_CACHE or ~/.cache/femo)")
     f.add_argument("--force", action="store_true", help="fetch again even when a valid file is cached")
-    f.add_argument("--face-weights", action="store_true", help="also fetch pretrained face-expression weights")
+    f.add_argument("--face-weights", action="store_true", help="also fetch pretrained face weights (expression nets, age/sex net)")
     f.set_defaults(func=fetch)
     ls = sub.add_parser("list", help="show each model file and whether it is cached and verified")
     ls.add_argument("--cache", default=None, metavar="DIR", help="cache folder (default $FEMO_CACHE or ~/.cache/femo)")

@@ -15,7 +15,9 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="", help="manifest CSV, feature store, or folder holding manifest.csv")
     p.add_argument("--run", default="", dest="run_dir", help="trained run folder (femo train --out RUN)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="notebook stems or numbers, e.g. 01 02_train")
-    p.add_argument("--tag", default="demo", help="suffix of the report folders (default: demo)")
+    p.add_argument("--tag", default="demo",
+                   help="suffix of the report folders: letters, digits, '-', '_', '.', not starting with '.' "
+                        "(default: demo)")
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", default=[],
                    help="notebook parameter override (repeatable); checked against each notebook's parameters cell")
     p.add_argument("--reports-dir", default="reports", help="where report folders go (default: reports)")
@@ -27,7 +29,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the parameters, run the notebooks and print the index page path."""
-    from femo.run import ReportError, parse_assignments, run_reports
+    from femo.reports.execute import run_reports
+    from femo.reports.notebooks import ReportError, parse_assignments
 
     try:
         reports, index = run_reports(

@@ -2,7 +2,9 @@
 
 Writes OUT/clips/*.mp4 (drawn faces + synthetic voice), OUT/manifest.csv and
 OUT/manifest.meta.json. The same --seed gives the same files. See femo.data.synth for what is
-planted (informative modality, nuisance conditions, subgroups, optional bias).
+planted (informative modality, nuisance conditions, subgroups, optional bias and label noise).
+--label-noise P flips round(P x clips) labels to another class: the manifest keeps the original
+in ``true_emotion`` and marks the clip ``label_flipped``; the media stay those of the same seed.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ def register(subparsers) -> None:
                    help=f"clip length in seconds (default {defaults.seconds:g})")
     p.add_argument("--plant-bias", default=None, metavar="COLUMN=VALUE",
                    help=f"make one subgroup's expressions subtler and labels noisier ({groups})")
+    p.add_argument("--label-noise", type=float, default=0.0, metavar="P",
+                   help="fraction of labels flipped to another class, 0 <= P < 1 (default 0)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (default: all cores)")
     p.set_defaults(func=run)
 
@@ -40,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = SynthConfig(clips=args.clips, seed=args.seed, size=args.size, fps=args.fps, seconds=args.seconds,
-                          subjects=args.subjects, plant_bias=parse_bias(args.plant_bias), workers=args.workers)
+                          subjects=args.subjects, plant_bias=parse_bias(args.plant_bias), workers=args.workers,
+                          label_noise=args.label_noise)
     except ValueError as exc:
         print(f"femo synth: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,13 @@ Each item is the sample dict documented in docs/ARCHITECTURE.md ("Sample dicts")
 ``face`` (T, 3, S, S) float in [0, 1] (or ``face_emb`` (T, D) with cached embeddings), ``face_mask``
 (T,) bool, ``landmarks`` (T, G) float32, ``landmarks_mask`` (T,) bool, ``audio`` (1, 64, A) float32,
 ``prosody`` (A, 4) float32, ``audio_mask`` () bool, ``label`` () int64, ``votes`` (C,) float32 and
-``index`` () int64 (row of :attr:`FeatureDataset.index`).
+``index`` () int64 (row of :attr:`FeatureDataset.index`); stores extracted with openSMILE
+functionals add ``functionals`` (F,) float32 (raw values; zeros without audio).
+
+``audio_mask`` is False for clips without an audio track and for digital silence (a log-mel all
+at the -80 dB floor): missing audio is a mask, never a silent spectrogram the model must learn.
+With ``DataConfig.speaker_norm`` the log-mel, f0 and functionals of each speaker are z-scored
+with that speaker's own statistics (:mod:`femo.data.speaker_norm`; transductive for test speakers).
 
 Audio normalisation: log-mel dB (0 dB = clip maximum) becomes ``(dB + 40) / 40`` clipped to
 [-1, 1]; prosody columns become ``log2(f0 / 200)`` (0 when unvoiced), voiced probability, RMS
@@ -19,7 +25,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from femo.config import DataConfig
+from femo.config import MODALITIES, DataConfig
 from femo.data.store import STATUS_OK, StoreError, clip_file, read_index, read_meta
 from femo.features.geometry import geometry_vector
 
@@ -79,12 +85,16 @@ class FeatureDataset(Dataset):
     cache: keep every decoded sample in memory after its first read (before augmentation); worth
     it for cached embeddings, costly for raw faces (T * 3 * S * S * 4 bytes per clip). Each
     DataLoader worker process holds its own cache, so it pays off with ``num_workers=0``.
+    modalities: the modalities a model reads (default all of ``MODALITIES``); the ``face`` /
+    ``face_emb`` and ``landmarks`` tensors of the others are left out of the samples (their masks
+    stay), so an audio-only model does not decode and batch (T, 3, S, S) zeros for every clip.
     """
 
     def __init__(self, store: str | Path, *, index: pd.DataFrame | None = None,
                  config: DataConfig = DataConfig(), embeddings: str | None = None,
-                 augment: bool = False, cache: bool = False) -> None:
+                 augment: bool = False, cache: bool = False, modalities: tuple[str, ...] | None = None) -> None:
         self.store = Path(store)
+        self.modalities = tuple(modalities or MODALITIES)
         self.meta = read_meta(self.store)
         self.classes: tuple[str, ...] = tuple(self.meta.classes)
         table = read_index(self.store) if index is None else index
@@ -100,6 +110,10 @@ class FeatureDataset(Dataset):
         self.embeddings = embeddings
         self.augment = augment
         self._cache: dict[int, dict[str, torch.Tensor]] | None = {} if cache else None
+        self.functionals_dim = int(self.meta.extra.get("extraction", {}).get("functionals_dim", 0) or 0)
+        self._speakers: dict[str, object] | None = None
+        if config.speaker_norm and "subject" not in self.index.columns:
+            raise StoreError(f"{self.store}: speaker_norm needs a 'subject' column in the index")
 
     def _votes(self) -> np.ndarray:
         """(N, C) float32 vote distributions; one-hot where there are no (or zero) votes."""
@@ -131,7 +145,7 @@ class FeatureDataset(Dataset):
         path = self.embedding_file(clip_id)
         if not path.is_file():
             raise StoreError(f"{path}: cached embedding missing; create them with "
-                             f"femo.embed.cache_embeddings({str(self.store)!r}, encoder=...) or "
+                             f"femo.features.embed.cache_embeddings({str(self.store)!r}, encoder=...) or "
                              f"`femo extract ... --embed {self.embeddings}`")
         arr = np.load(path, allow_pickle=False).astype(np.float32)
         if arr.ndim != 2:
@@ -164,9 +178,47 @@ class FeatureDataset(Dataset):
             sample["face"] = self._augment(sample["face"])
         return sample
 
+    def _audio(self, z: dict[str, np.ndarray], i: int) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray]:
+        """Audio arrays of row ``i`` (see :func:`_audio_arrays`), speaker-normalised when configured."""
+        has_audio, mel, pro, func = _audio_arrays(z, self.config.audio_frames)
+        if has_audio and self.config.speaker_norm:
+            from femo.data.speaker_norm import normalise
+
+            stats = self.speaker_stats()[str(self.index["subject"].iloc[i])]
+            m, pro, func = normalise(stats, mel[0], pro, func)
+            mel = m[None]
+        return has_audio, mel, pro, func
+
+    def speaker_stats(self) -> dict[str, object]:
+        """``{subject: SpeakerStats}`` from each subject's own clips with audio in this dataset's
+        index (computed on first use by reading those clips once; labels are not used)."""
+        if self._speakers is None:
+            from femo.data.speaker_norm import speaker_stats
+
+            parts: dict[str, tuple[list, list, list]] = {}
+            for clip_id, subject in zip(self.index["clip_id"].astype(str), self.index["subject"].astype(str),
+                                        strict=True):
+                has_audio, mel, pro, func = _audio_arrays(self._read_audio(clip_id), self.config.audio_frames)
+                lists = parts.setdefault(subject, ([], [], []))
+                if has_audio:
+                    for lst, x in zip(lists, (mel[0], pro, func), strict=True):
+                        lst.append(x)
+            self._speakers = {s: speaker_stats(*lists) for s, lists in parts.items()}
+        return self._speakers
+
+    def _read_audio(self, clip_id: str) -> dict[str, np.ndarray]:
+        path = clip_file(self.store, clip_id)
+        keys = ["has_audio", "logmel", "prosody"] + (["functionals"] if self.functionals_dim else [])
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in keys}
+        except Exception as exc:  # missing, damaged or key-less file
+            raise StoreError(f"{path}: cannot read the audio arrays ({type(exc).__name__}: {exc})") from exc
+
     def _read(self, clip_id: str) -> dict[str, np.ndarray]:
         """The arrays a sample needs (face crops only without cached embeddings), decompressed lazily."""
-        keys = [k for k in _KEYS if k != "faces" or not self.embeddings]
+        keys = [k for k in _KEYS if k != "faces" or (not self.embeddings and "face" in self.modalities)]
+        keys += ["functionals"] if self.functionals_dim else []
         path = clip_file(self.store, clip_id)
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -184,13 +236,9 @@ class FeatureDataset(Dataset):
         sel = self._frames(len(z["face_found"]))
         face_found = z["face_found"].astype(bool)[sel]
         pose_found = z["pose_found"].astype(bool)[sel]
-        geo = geometry_vector(z["landmarks"][sel], z["blendshapes"][sel], z["head_pose"][sel],
-                              z["pose"][sel], pose_found, face_found)
-        has_audio = bool(z["has_audio"]) and z["logmel"].shape[-1] > 0
-        mel, pro = audio_inputs(z["logmel"], z["prosody"], self.config.audio_frames)
+        has_audio, mel, pro, func = self._audio(z, i)
         sample = {
             "face_mask": torch.from_numpy(face_found.copy()),
-            "landmarks": torch.from_numpy(geo),
             "landmarks_mask": torch.from_numpy(face_found | pose_found),
             "audio": torch.from_numpy(mel if has_audio else np.zeros_like(mel)),
             "prosody": torch.from_numpy(pro if has_audio else np.zeros_like(pro)),
@@ -199,12 +247,29 @@ class FeatureDataset(Dataset):
             "votes": torch.from_numpy(self.votes[i]),
             "index": torch.tensor(i, dtype=torch.int64),
         }
+        if self.functionals_dim:
+            sample["functionals"] = torch.from_numpy(func if has_audio else np.zeros_like(func))
+        if "landmarks" in self.modalities:
+            sample["landmarks"] = torch.from_numpy(geometry_vector(
+                z["landmarks"][sel], z["blendshapes"][sel], z["head_pose"][sel], z["pose"][sel], pose_found,
+                face_found))
+        if "face" not in self.modalities:
+            return sample
         if self.embeddings:
             emb = self._face_emb(clip_id)
             sample["face_emb"] = torch.from_numpy(emb[self._frames(len(emb))])
         else:
             sample["face"] = self._faces(z["faces"][sel])
         return sample
+
+
+def _audio_arrays(z: dict[str, np.ndarray], frames: int) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray]:
+    """(audio present, (1, 64, frames) log-mel, (frames, 4) prosody, (F,) functionals) of one clip."""
+    logmel = z["logmel"]
+    has_audio = bool(z["has_audio"]) and logmel.shape[-1] > 0 and float(logmel.max()) > -80.0
+    mel, pro = audio_inputs(logmel, z["prosody"], frames)
+    func = np.nan_to_num(np.asarray(z.get("functionals", np.zeros(0)), np.float32).reshape(-1))
+    return has_audio, mel, pro, func
 
 
 def subject_split(index: pd.DataFrame, *, fold: int | None = None, val_fraction: float = 0.15,
@@ -214,7 +279,9 @@ def subject_split(index: pd.DataFrame, *, fold: int | None = None, val_fraction:
     test: rows whose ``fold`` equals ``fold`` or, with ``fold=None``, rows whose ``split`` is
     ``test``. validation: whole subjects drawn (seeded) from the remaining training rows until
     about ``val_fraction`` of them are held out, so model selection never sees the test fold and
-    validation subjects never appear in training. Train and test follow the dataset's protocol.
+    validation subjects never appear in training. Train and test follow the dataset's protocol; with
+    ``fold=None`` and ``split == val`` rows (an official validation split, e.g. FER2013's
+    public_test) those rows are the validation split.
     """
     if fold is not None:
         if "fold" not in index.columns:
@@ -229,6 +296,9 @@ def subject_split(index: pd.DataFrame, *, fold: int | None = None, val_fraction:
         raise ValueError(f"no test rows for fold={fold} (split column used: {fold is None})")
     test = index[is_test].reset_index(drop=True)
     rest = index[~is_test].reset_index(drop=True)
+    if fold is None and (rest["split"].astype(str) == "val").any():  # the dataset's own validation split
+        is_val = rest["split"].astype(str) == "val"
+        return rest[~is_val].reset_index(drop=True), rest[is_val].reset_index(drop=True), test
     subjects = rest["subject"].astype(str)
     unique = np.array(sorted(subjects.unique()))
     if len(unique) < 2:

@@ -5,7 +5,7 @@ Columns (see docs/ARCHITECTURE.md, "The manifest"):
 ============ ========= ==================================================================
 column       required  meaning
 ============ ========= ==================================================================
-clip_id      yes       unique str, usable as a file name (no ``/`` or ``\\``)
+clip_id      yes       unique str, a safe file name (:func:`femo.data.store.clip_id_problem`)
 path         yes       video file, audio-only file, still image, or folder of frames
 label        yes       canonical lowercase class name, one of the sidecar's ``classes``
 subject      yes       person id, or the clip id when the dataset has none
@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from femo.config import CLASSES
-from femo.data.store import atomic_write_text
+from femo.data.store import atomic_write_text, clip_id_problem
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("clip_id", "path", "label", "subject")
 PATH_COLUMNS: tuple[str, ...] = ("path", "audio_path")
@@ -111,6 +111,12 @@ def meta_path(path: str | Path) -> Path:
     return path.with_name(path.stem + ".meta.json")
 
 
+def excluded_path(path: str | Path) -> Path:
+    """Exclusion report of a manifest (clip_id, path, check, reason): ``<folder>/<stem>.excluded.csv``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".excluded.csv")
+
+
 def _require_columns(columns: Iterable[str], source: str) -> None:
     columns = list(columns)
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -145,7 +151,8 @@ def read_manifest(path: str | Path) -> tuple[pd.DataFrame, ManifestMeta]:
         raise ManifestError(f"{path}: manifest not found")
     text_cols = {c: str for c in (*REQUIRED_COLUMNS, "audio_path", "split")}
     try:
-        df = pd.read_csv(path, dtype=text_cols)
+        # only an empty cell is missing: ids and labels such as "nan", "NA" or "null" stay text
+        df = pd.read_csv(path, dtype=text_cols, keep_default_na=False, na_values=[""])
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: not a readable CSV manifest ({exc})") from exc
     _require_columns(df.columns, str(path))
@@ -261,8 +268,9 @@ def _row_problem(row: dict[str, Any], classes: tuple[str, ...], first: dict[str,
     empty = [c for c in REQUIRED_COLUMNS if _blank(row[c])]
     if empty:
         return "missing_value", f"clip {cid!r} ({path}): empty {empty}"
-    if "/" in str(cid) or "\\" in str(cid):
-        return "bad_clip_id", f"clip id {cid!r} ({path}) contains a path separator"
+    unsafe = clip_id_problem(cid)
+    if unsafe is not None:  # the id becomes STORE/clips/<clip_id>.npz
+        return "bad_clip_id", f"row {row['_row'] + 1}: clip id {cid!r} ({path}) {unsafe}"
     if first[str(cid)] != row["_row"]:
         j = first[str(cid)]
         return "duplicate_id", f"clip id {cid!r} ({path}) duplicates row {j} ({paths.iat[j]})"

@@ -7,11 +7,22 @@ Layout::
       index.csv             # one row per manifest clip: every manifest column + the columns below
       clips/<clip_id>.npz   # per-clip arrays (see CLIP_KEYS)
       embeddings/<name>/<clip_id>.npy   # optional cached frozen-CNN features, (T, D) float16
+      cache/masked/<key>.npz            # a trained run's masked per-modality predictions (femo.audit.masked)
+      excluded.csv          # manifest rows screened out by the extraction job, with reasons
+      .lock                 # pid and host of the extraction job writing the store (while it runs)
+      index.journal.jsonl   # clips finished since the index was last written (while a job runs)
+
+``clip_id`` must be a safe file name (:func:`clip_id_problem`); :func:`clip_file` refuses any
+other, so nothing is ever written outside the store.
 
 Index columns added to the manifest's: ``status`` ("ok" | "failed"), ``error`` (reason, empty when
-ok), ``file`` (npz path relative to STORE), and per-clip condition flags (see
+ok), ``file`` (npz path relative to STORE), ``fingerprint`` (what the clip's features depend on,
+see ``femo.features.resume``), and per-clip condition flags (see
 ``femo.features.conditions``): ``brightness, face_ratio, yaw, pitch, roll, occlusion, motion,
-snr_db, duration, has_audio``.
+snr_db, duration, has_audio``; and the audio record columns (:data:`AUDIO_COLUMNS`):
+``voiced_ratio`` (fraction of voiced 10 ms frames, NaN without audio) and ``audio_note`` (empty, or
+why the audio carries no speech cue: "no audio track", "digital silence", "no voiced frames",
+plus "; functionals: <reason>" when the functionals could not be computed).
 
 Per-clip arrays (T sampled frames, S face crop side, A audio frames at 10 ms hop):
 
@@ -31,16 +42,24 @@ logmel     (64, A) float32      log-mel power in dB (0 dB = max), 25 ms window, 
 mfcc       (20, A) float32      MFCC from the same frames
 prosody    (A, 4) float32       f0 Hz (0 unvoiced), voiced probability, RMS energy, voiced flag
 has_audio  () bool              False = the clip has no audio track
+functionals(F,) float32         optional: openSMILE functionals of the utterance (see
+                                ``femo.features.functionals``); F = 88 (eGeMAPSv02) or 6,373
+                                (ComParE_2016), the set named in store.json
+                                ``extra.extraction.audio_functionals``; all zeros when they
+                                could not be computed (the index's ``audio_note`` says why)
 ========== ==================== =====================================================
 
-Audio arrays have A = 0 columns when ``has_audio`` is False. Writes are atomic (temporary file
-then ``os.replace``), so a killed run never leaves a half-written clip.
+Audio arrays have A = 0 columns when ``has_audio`` is False. Keys of :data:`OPTIONAL_CLIP_KEYS`
+are written when given; a store extracted without them reads back as a (0,) array. Writes are
+atomic (temporary file then ``os.replace``), so a killed run never leaves a half-written clip.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -52,6 +71,10 @@ CLIP_KEYS: tuple[str, ...] = (
     "times", "faces", "face_found", "face_box", "landmarks", "blendshapes", "head_pose",
     "pose", "pose_found", "logmel", "mfcc", "prosody", "has_audio",
 )
+#: Per-clip arrays a store may lack (older stores, ``audio_functionals="none"``): read as (0,).
+OPTIONAL_CLIP_KEYS: tuple[str, ...] = ("functionals",)
+#: Index columns recording what the audio holds (see the module docstring).
+AUDIO_COLUMNS: tuple[str, ...] = ("voiced_ratio", "audio_note")
 FLAG_COLUMNS: tuple[str, ...] = (
     "brightness", "face_ratio", "yaw", "pitch", "roll", "occlusion", "motion", "snr_db",
     "duration", "has_audio",
@@ -79,8 +102,50 @@ class StoreMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: Longest clip id in UTF-8 bytes: ``.<id>.npz.<random>.tmp`` must stay under the 255-byte name limit.
+MAX_CLIP_ID_BYTES = 200
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def clip_id_problem(clip_id: Any) -> str | None:
+    """Why ``clip_id`` cannot be a file name inside a store, or None when it can.
+
+    Refused: empty ids, path separators (``/``, ``\\``), a leading dot (``.``, ``..``, hidden
+    files), control characters (NUL, newline, ...), a Windows drive prefix (``C:``) and ids over
+    :data:`MAX_CLIP_ID_BYTES` bytes. Manifests, the extraction job and :func:`clip_file` all use
+    this one rule.
+    """
+    text = "" if clip_id is None else str(clip_id)
+    if not text.strip():
+        return "is empty"
+    if "/" in text or "\\" in text:
+        return "contains a path separator (/ or \\)"
+    if text.startswith("."):
+        return "starts with a dot (hidden file, '.' or '..')"
+    bad = sorted({f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
+    if bad:
+        return f"contains control character(s) {', '.join(bad)}"
+    if _DRIVE.match(text):
+        return "starts with a drive letter (an absolute Windows path)"
+    if len(text.encode("utf-8")) > MAX_CLIP_ID_BYTES:
+        return f"is longer than {MAX_CLIP_ID_BYTES} bytes (too long for a file name)"
+    return None
+
+
 def clip_file(store: str | Path, clip_id: str) -> Path:
-    """Where the arrays of ``clip_id`` live inside ``store``."""
+    """Where the arrays of ``clip_id`` live inside ``store``.
+
+    Raises :class:`StoreError` for an id that is not a safe file name (see
+    :func:`clip_id_problem`) or whose path would leave ``STORE/clips`` (defence in depth: nothing
+    is ever read or written outside the store).
+    """
+    problem = clip_id_problem(clip_id)
+    if problem is not None:
+        raise StoreError(f"clip id {clip_id!r} {problem}; it cannot name a file in {store}")
+    folder = os.path.normpath(os.path.abspath(Path(store) / "clips"))
+    target = os.path.normpath(os.path.join(folder, f"{clip_id}.npz"))
+    if os.path.dirname(target) != folder:
+        raise StoreError(f"clip id {clip_id!r} would resolve to {target}, outside {folder}")
     return Path(store) / "clips" / f"{clip_id}.npz"
 
 
@@ -105,13 +170,15 @@ def write_clip(store: str | Path, clip_id: str, arrays: dict[str, np.ndarray]) -
     if missing:
         raise StoreError(f"clip {clip_id}: arrays missing keys {missing}")
     target = clip_file(store, clip_id)
-    atomic_write(target, lambda fh: np.savez_compressed(fh, **{k: np.asarray(arrays[k]) for k in CLIP_KEYS}),
+    keys = [*CLIP_KEYS, *(k for k in OPTIONAL_CLIP_KEYS if k in arrays)]
+    atomic_write(target, lambda fh: np.savez_compressed(fh, **{k: np.asarray(arrays[k]) for k in keys}),
                  binary=True)
     return target
 
 
 def read_clip(store: str | Path, clip_id: str) -> dict[str, np.ndarray]:
-    """Load one clip's arrays (all of CLIP_KEYS); raises :class:`StoreError` naming the file."""
+    """Load one clip's arrays (CLIP_KEYS + OPTIONAL_CLIP_KEYS, the latter (0,) when absent); raises
+    :class:`StoreError` naming the file."""
     path = clip_file(store, clip_id)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -123,6 +190,8 @@ def read_clip(store: str | Path, clip_id: str) -> dict[str, np.ndarray]:
     missing = [k for k in CLIP_KEYS if k not in out]
     if missing:
         raise StoreError(f"{path}: clip file lacks keys {missing}")
+    for key in OPTIONAL_CLIP_KEYS:
+        out.setdefault(key, np.zeros(0, np.float32))
     return out
 
 

@@ -26,6 +26,12 @@ What is planted (and recorded as manifest columns, so reports can be checked aga
 - ``plant_bias=(column, value)``: that subgroup's expressions are subtler (intensity x
   :data:`BIAS_INTENSITY_SCALE`) and :data:`BIAS_LABEL_NOISE` of its labels are flipped to a random
   other class with votes to match; recorded in the sidecar ``extra.planted_bias``.
+- ``label_noise=P``: exactly round(P x clips) labels, drawn among the clips the bias left alone,
+  are flipped to a uniformly drawn other class; ``true_emotion`` keeps the original label and
+  ``label_flipped`` is True. Their annotators split: each follows the recorded label with
+  probability 1/2, else the original one, so a flipped clip's votes disagree more. The media are
+  those of the same seed without noise (a separate random stream draws the noise). Recorded in
+  the sidecar ``extra.label_noise``.
 """
 from __future__ import annotations
 
@@ -65,6 +71,8 @@ CONFUSABLE: dict[str, str] = {"happy": "surprise", "sad": "neutral", "neutral": 
 BIAS_INTENSITY_SCALE = 0.4
 BIAS_LABEL_NOISE = 0.25
 N_ANNOTATORS = 10
+#: Seed offset of the random stream that draws ``label_noise`` (separate, so noise leaves the media alone).
+NOISE_STREAM = 14
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class SynthConfig:
     clips: number of clips. seed: the only source of randomness. size: frame side (pixels, even).
     fps: frame rate. seconds: clip length. subjects: distinct identities (>= 5 for 5 folds).
     plant_bias: (column, value) of a subgroup, or None. workers: processes (0 = all cores).
+    label_noise: fraction P of labels flipped to another class, 0 <= P < 1.
     """
 
     clips: int = 392
@@ -84,6 +93,7 @@ class SynthConfig:
     subjects: int = 40
     plant_bias: tuple[str, str] | None = None
     workers: int = 0
+    label_noise: float = 0.0
 
     def __post_init__(self):
         if self.clips < 1 or self.subjects < 5 or self.size < 64 or self.size % 2 or self.seconds <= 0 or self.fps <= 0:
@@ -94,6 +104,8 @@ class SynthConfig:
             if column not in SUBGROUPS or value not in SUBGROUPS[column]:
                 options = ", ".join(f"{c}={'|'.join(v)}" for c, v in SUBGROUPS.items())
                 raise ValueError(f"unknown bias subgroup {column}={value}; choose one of {options}")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ValueError(f"label_noise must be a fraction in [0, 1), got {self.label_noise}")
 
 
 def parse_bias(text: str | None) -> tuple[str, str] | None:
@@ -130,11 +142,11 @@ def _other(rng: np.random.Generator, emotion: str) -> str:
     return str(rng.choice([c for c in CLASSES if c != emotion]))
 
 
-def _votes(rng: np.random.Generator, label: str, intensity: float) -> list[int]:
-    """Vote counts over CLASSES from N_ANNOTATORS annotators of a clip whose label is ``label``."""
+def _votes(rng: np.random.Generator, label: str, intensity: float, annotators: int = N_ANNOTATORS) -> list[int]:
+    """Vote counts over CLASSES from ``annotators`` annotators of a clip whose label is ``label``."""
     p_right = float(np.clip(0.3 + 0.65 * intensity, 0.3, 0.95))
     counts = dict.fromkeys(CLASSES, 0)
-    for _ in range(N_ANNOTATORS):
+    for _ in range(annotators):
         if rng.random() < p_right:
             counts[label] += 1
         elif rng.random() < 0.6:
@@ -179,6 +191,9 @@ def plan_clips(cfg: SynthConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     votes = np.array([_votes(rng, lab, inten) for lab, inten in zip(df["label"], df["intensity"])])
     for j, c in enumerate(CLASSES):
         df[f"vote_{c}"] = votes[:, j]
+    df["noise_flipped"] = False
+    if cfg.label_noise > 0:
+        _flip_labels(df, cfg)
     df["background"] = [tuple(int(v) for v in rng.integers(90, 210, 3)) for _ in range(n)]
     onset = rng.uniform(0.0, 0.25, n)
     offset = rng.uniform(0.8, 1.0, n)
@@ -187,6 +202,34 @@ def plan_clips(cfg: SynthConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     df["absent_start"] = rng.uniform(0, 1, n)
     df["sway"] = [tuple(rng.uniform(0, 2 * np.pi, 2)) for _ in range(n)]
     return df, subjects
+
+
+def _flip_labels(df: pd.DataFrame, cfg: SynthConfig) -> None:
+    """Flip round(label_noise x clips) labels of ``df`` in place (see the module docstring), with
+    split votes; marks them in ``label_flipped`` and ``noise_flipped``.
+
+    Draws from its own stream (seed, NOISE_STREAM), so every other planned column, and so every
+    rendered clip, is that of the same seed without noise.
+    """
+    rng = np.random.default_rng([cfg.seed, NOISE_STREAM])
+    free = np.flatnonzero(~df["label_flipped"].to_numpy())
+    k = min(len(free), int(round(cfg.label_noise * len(df))))
+    for i in np.sort(rng.choice(free, size=k, replace=False)):
+        original, intensity = str(df.at[i, "true_emotion"]), float(df.at[i, "intensity"])
+        noisy = _other(rng, original)
+        follow = int(rng.binomial(N_ANNOTATORS, 0.5))  # annotators who agree with the recorded label
+        votes = np.add(_votes(rng, noisy, intensity, follow), _votes(rng, original, intensity, N_ANNOTATORS - follow))
+        df.loc[i, ["label", "label_flipped", "noise_flipped"]] = [noisy, True, True]
+        df.loc[i, [f"vote_{c}" for c in CLASSES]] = votes
+
+
+def noise_record(cfg: SynthConfig, n_flipped: int) -> dict[str, Any] | None:
+    """The sidecar's ``extra.label_noise``: fraction, clips flipped, how votes were drawn; None at 0."""
+    if cfg.label_noise <= 0:
+        return None
+    return {"fraction": cfg.label_noise, "n_flipped": int(n_flipped), "to": "uniform other class",
+            "votes": "each annotator follows the recorded label with probability 1/2, else the original",
+            "original_label_column": "true_emotion"}
 
 
 #: Manifest column order (the rest of the plan only drives rendering).
@@ -260,22 +303,32 @@ def _claim(out: Path, config: SynthConfig) -> None:
     """Record the configuration in ``out/synth_config.json``; refuse a folder made with another one
     (its clips would otherwise be mixed into this dataset)."""
     record = out / "synth_config.json"
-    settings = json.dumps({k: v for k, v in asdict(config).items() if k != "workers"}, sort_keys=True, default=str)
+    settings = json.dumps(_settings(config), sort_keys=True, default=str)
     if record.is_file() and record.read_text() != settings:
         raise ValueError(f"{out}: already holds a synthetic dataset made with other settings "
                          f"({record}); use another folder or delete it")
     record.write_text(settings)
 
 
-def _meta(cfg: SynthConfig) -> ManifestMeta:
+def _settings(cfg: SynthConfig) -> dict[str, Any]:
+    """The settings that shape the files (no ``workers``; ``label_noise`` only when used, so the
+    record of a noise-free set reads as it always did)."""
+    settings = {k: v for k, v in asdict(cfg).items() if k != "workers"}
+    if not cfg.label_noise:
+        settings.pop("label_noise")
+    return settings
+
+
+def _meta(cfg: SynthConfig, n_noise_flipped: int = 0) -> ManifestMeta:
     bias = None
     if cfg.plant_bias is not None:
         bias = {"column": cfg.plant_bias[0], "value": cfg.plant_bias[1],
                 "intensity_scale": BIAS_INTENSITY_SCALE, "label_noise": BIAS_LABEL_NOISE}
-    extra = {"generator": "femo.data.synth", "config": {**asdict(cfg), "plant_bias": cfg.plant_bias and list(cfg.plant_bias)},
+    extra = {"generator": "femo.data.synth", "config": {**_settings(cfg), "plant_bias": cfg.plant_bias and list(cfg.plant_bias)},
              "planted_bias": bias, "subgroups": {c: list(v) for c, v in SUBGROUPS.items()},
              "annotators": N_ANNOTATORS, "sample_rate": SAMPLE_RATE}
-    extra["config"].pop("workers")
+    if cfg.label_noise:
+        extra["label_noise"] = noise_record(cfg, n_noise_flipped)
     return ManifestMeta(dataset="synthetic", classes=CLASSES, extra=extra)
 
 
@@ -311,4 +364,4 @@ def generate(out: str | Path, config: SynthConfig = SynthConfig(), *,
         f"with {workers} worker(s) in {time.perf_counter() - start:.1f} s")
     manifest = plan[list(MANIFEST_COLUMNS)].copy()
     manifest["path"] = [str((out / p).absolute()) for p in manifest["path"]]
-    return write_manifest(manifest, out / "manifest.csv", _meta(config))
+    return write_manifest(manifest, out / "manifest.csv", _meta(config, int(plan["noise_flipped"].sum())))

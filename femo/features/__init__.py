@@ -1,9 +1,26 @@
-"""Per-clip features: mediapipe face mesh/blendshapes and body pose, audio features, condition flags.
+"""Per-clip features and the extraction job that writes them to the feature store.
 
-``face`` (:class:`~femo.features.face.FaceTracker`), ``pose``
-(:class:`~femo.features.pose.PoseTracker`), ``audio`` (:func:`~femo.features.audio.audio_features`)
-and ``conditions`` (:func:`~femo.features.conditions.condition_flags`) work on numpy arrays; the
-extraction job that writes them to the feature store is :mod:`femo.extract`.
+Features (numpy arrays in, arrays out):
+
+* :mod:`.face`: face mesh, blendshapes, head pose and aligned face crops (mediapipe FaceLandmarker;
+  the one face alignment, ``alignment_matrix``).
+* :mod:`.pose`: body pose, 33 landmarks with visibility (mediapipe PoseLandmarker).
+* :mod:`.audio`: log-mel, MFCC and prosody from the clip's own track, on one frame grid.
+* :mod:`.functionals`: utterance-level openSMILE functionals (eGeMAPS, ComParE).
+* :mod:`.geometry`: per-frame geometry vectors (blendshapes, normalised landmarks, head pose, upper body).
+* :mod:`.conditions`: per-clip condition flags (light, blur, occlusion, head pose, audio) for the sliced reports.
+
+The job (manifest -> store):
+
+* :mod:`.clip`: the settings (:class:`~femo.features.clip.ExtractConfig`), one clip -> arrays
+  (:class:`~femo.features.clip.ClipExtractor`) and the per-clip checks.
+* :mod:`.extract`: the job over a manifest: screening, resume, workers, shards, merge (``femo extract``).
+* :mod:`.resume`: row screening, row fingerprints, the per-clip journal and the store lock.
+* :mod:`.pool`: worker processes that survive a native crash and exit with their parent.
+* :mod:`.engines`: beyond one pool: Ray actor tasks, or a SLURM job array of shards.
+* :mod:`.embed`: the cache of frozen frame-CNN embeddings in ``STORE/embeddings/<encoder>/``.
+
+This package itself holds only :func:`quiet_native_stderr` (mediapipe's C++ log lines off the terminal).
 """
 from __future__ import annotations
 

@@ -9,6 +9,11 @@ Input: mono float32 audio at ``sample_rate`` (16 kHz). Every output uses a 25 ms
 * ``prosody`` (A, 4) float32: f0 in Hz (0 where unvoiced), voiced probability in [0, 1], RMS
   energy (linear), voiced flag (0/1). Never NaN.
 
+Digital silence (every sample 0) gives a log-mel at the -80 dB floor (not 0 dB, which the
+clip-maximum reference would otherwise make of it) and an all-zero prosody; such clips and clips
+without a single voiced frame are named by :func:`audio_note`, which extraction writes to the
+store's index so they are counted, not silently kept as speech.
+
 Pitch. ``pitch="yin"`` (default) runs ``librosa.yin`` (60-500 Hz, 1024-sample frames) and derives
 voicing from the signal itself: the voiced probability is the normalised autocorrelation of each
 frame at the yin period (1 = perfectly periodic), and a frame is voiced when that is >= 0.6 and its
@@ -71,13 +76,34 @@ def audio_features(audio: np.ndarray, config: AudioConfig = AudioConfig()) -> di
     a = num_audio_frames(y.size, config.hop_length)
     mel = librosa.feature.melspectrogram(y=y, sr=config.sample_rate, n_fft=config.n_fft,
                                          hop_length=config.hop_length, n_mels=config.n_mels, power=2.0)
-    logmel = librosa.power_to_db(mel, ref=np.max, top_db=80.0)  # (64, A)
+    # 0 dB = the clip's maximum; digital silence has no maximum, so it sits at the -80 dB floor
+    logmel = (librosa.power_to_db(mel, ref=np.max, top_db=80.0) if np.any(mel > 0)
+              else np.full_like(mel, -80.0))  # (64, A)
     mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=config.n_mfcc)  # (20, A)
     rms = librosa.feature.rms(y=y, frame_length=config.n_fft, hop_length=config.hop_length)[0]
     f0, prob, voiced = pitch_track(y, _fit(rms, a), config)
     prosody = np.stack([f0, prob, _fit(rms, a), voiced.astype(np.float32)], axis=1)
     return {"logmel": _fit(logmel, a).astype(np.float32), "mfcc": _fit(mfcc, a).astype(np.float32),
             "prosody": np.nan_to_num(prosody, nan=0.0).astype(np.float32)}
+
+
+def voiced_ratio(prosody: np.ndarray) -> float:
+    """Fraction of the (A, 4) prosody frames flagged voiced; NaN when A == 0 (no audio)."""
+    prosody = np.asarray(prosody)
+    return float(prosody[:, 3].mean()) if len(prosody) else float("nan")
+
+
+def audio_note(audio: np.ndarray | None, prosody: np.ndarray) -> str:
+    """Why a clip's audio carries no speech cue, or "" when it has voiced frames.
+
+    ``"no audio track"`` (audio None or empty), ``"digital silence"`` (every sample 0) or
+    ``"no voiced frames"`` (sound, but the pitch tracker found no periodic frame: noise, whisper).
+    """
+    if audio is None or np.asarray(audio).size == 0:
+        return "no audio track"
+    if not np.any(np.asarray(audio)):
+        return "digital silence"
+    return "" if voiced_ratio(prosody) > 0 else "no voiced frames"
 
 
 def pitch_track(y: np.ndarray, rms: np.ndarray, config: AudioConfig) -> tuple[np.ndarray, ...]:

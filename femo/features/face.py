@@ -119,12 +119,12 @@ def head_pose_from_matrix(matrix: np.ndarray) -> np.ndarray:
     return np.array([yaw, pitch, roll], dtype=np.float32)
 
 
-def align_face(frame: np.ndarray, landmarks_px: np.ndarray, *, size: int = 112,
-               margin: float = CROP_MARGIN) -> np.ndarray:
-    """Aligned square face crop: eye line level, landmark box centred, (S, S, 3) uint8.
+def alignment_matrix(landmarks_px: np.ndarray, *, size: int, margin: float = CROP_MARGIN) -> np.ndarray:
+    """(2, 3) float64 affine map from frame pixels to the aligned S x S face crop.
 
-    frame: (H, W, 3) uint8 RGB; landmarks_px: (478, 2) pixel coordinates. Areas outside the frame
-    are black.
+    landmarks_px: (478, 2) pixel coordinates. The eye line is levelled, the landmark box centred
+    and its longer side plus ``margin`` on each side scaled to ``size``: the one alignment of femo
+    (crops in :func:`align_face`, landmark positions on a stored crop in :func:`crop_landmarks`).
     """
     eye_a = landmarks_px[list(EYE_LEFT_IDX)].mean(0)
     eye_b = landmarks_px[list(EYE_RIGHT_IDX)].mean(0)
@@ -139,9 +139,38 @@ def align_face(frame: np.ndarray, landmarks_px: np.ndarray, *, size: int = 112,
     k = size / side
     a = k * rot
     b = -a @ mid - k * (lo + hi) / 2 + size / 2
-    m = np.hstack([a, b[:, None]]).astype(np.float64)
+    return np.hstack([a, b[:, None]]).astype(np.float64)
+
+
+def align_face(frame: np.ndarray, landmarks_px: np.ndarray, *, size: int = 112,
+               margin: float = CROP_MARGIN) -> np.ndarray:
+    """Aligned square face crop: eye line level, landmark box centred, (S, S, 3) uint8.
+
+    frame: (H, W, 3) uint8 RGB; landmarks_px: (478, 2) pixel coordinates. Areas outside the frame
+    are black.
+    """
+    m = alignment_matrix(landmarks_px, size=size, margin=margin)
     return cv2.warpAffine(np.ascontiguousarray(frame), m, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+#: Frame height in pseudo-pixels used to place stored (box-normalised) landmarks on a crop; the
+#: alignment is scale-free, so any height gives the same positions.
+_CROP_UNIT = 1000.0
+
+
+def crop_landmarks(landmarks: np.ndarray, box: np.ndarray, *, size: int, aspect: float = 1.0,
+                   margin: float = CROP_MARGIN) -> np.ndarray:
+    """Pixel positions (478, 2) of stored landmarks on the stored aligned face crop.
+
+    landmarks: (478, 3) normalised to the face box (store key ``landmarks``); box: (4,) x0, y0, x1,
+    y1 in [0, 1] of the frame (``face_box``); size: crop side S; aspect: frame width / height.
+    Applies :func:`alignment_matrix`, the alignment the crop was made with.
+    """
+    width, height = (box[2] - box[0]) * aspect, box[3] - box[1]
+    points = landmarks[:, :2] * np.array([width, height]) * _CROP_UNIT  # (478, 2) pseudo-pixels
+    m = alignment_matrix(points, size=size, margin=margin)
+    return points @ m[:, :2].T + m[:, 2]
 
 
 def box_normalise(landmarks: np.ndarray) -> np.ndarray:

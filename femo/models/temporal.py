@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-TEMPORAL_BLOCKS: tuple[str, ...] = ("mean", "gru", "transformer")
+from femo.config import TEMPORAL_BLOCKS
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import importlib
 import inspect
 import os
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +39,8 @@ def build_manifest(layout: str, root: str | Path, **options: Any) -> tuple[pd.Da
     """Rows and sidecar of the dataset at ``root`` in ``layout``; refuses unknown options.
 
     String option values (from the command line) are converted to the type of the option's
-    default (int, float, bool). Raises ManifestError when ``root`` is not a folder.
+    default (int, float, bool). Raises ManifestError when ``root`` is not a folder or holds no
+    clip of the layout (the message says what the layout expects, see :func:`layout_expects`).
     """
     known = layout_options(layout)
     unknown = sorted(set(options) - set(known))
@@ -48,7 +50,22 @@ def build_manifest(layout: str, root: str | Path, **options: Any) -> tuple[pd.Da
     if not root.is_dir():
         raise ManifestError(f"{root}: dataset root is not a folder")
     converted = {k: _convert(k, v, known[k]) for k, v in options.items()}
-    return layout_builder(layout)(root, **converted)
+    df, meta = layout_builder(layout)(root, **converted)
+    if not len(df):
+        raise ManifestError(f"{root}: no clip found for layout {layout!r}; expected {layout_expects(layout)}")
+    return df, meta
+
+
+def layout_expects(layout: str) -> str:
+    """What a dataset root of ``layout`` holds, in words: the layout module's docstring title
+    and its tree sketch (the first ``::`` block), else its first paragraph after the title."""
+    doc = inspect.getdoc(importlib.import_module(f"femo.data.layouts.{layout}")) or layout
+    paragraphs = doc.split("\n\n")
+    title = " ".join(paragraphs[0].split())
+    for i, text in enumerate(paragraphs[1:-1], start=1):
+        if text.rstrip().endswith("::"):
+            return f"{title}\n{text.rstrip()[:-1]}\n{textwrap.indent(textwrap.dedent(paragraphs[i + 1]), '  ')}"
+    return f"{title}\n{paragraphs[1]}" if len(paragraphs) > 1 else title
 
 
 def _convert(name: str, value: Any, default: Any) -> Any:

@@ -1,0 +1,62 @@
+"""Time `make report` (``femo pipeline``) from nothing, stage by stage, and print what the index page
+found: the row of the README's "Two commands" table and the planted-truth checks.
+
+Protocol: a fresh work folder and reports folder (nothing cached), the pipeline's defaults (392
+synthetic clips with a planted skin_tone=dark bias, all five folds, every report), run ``--repeats``
+times; the time per stage is the median over repeats with the min-max range. The second and later
+repeats of the same folder would reuse cached stages, so every repeat gets its own folder.
+
+    python benchmarks/report_time.py --out /tmp/femo_report_time          # one run
+    python benchmarks/report_time.py --out /tmp/femo_report_time --repeats 3 --clips 392
+
+Writes ``OUT/report_time.json`` (stage seconds per repeat, the planted checks of the last run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+
+def one_run(folder: Path, clips: int | None) -> dict:
+    """Run the pipeline into ``folder``; returns the stage seconds and the planted checks."""
+    from femo import cli
+    from femo.reports.index import collect
+    from femo.reports.planted import planted_checks
+
+    argv = ["pipeline", "--workdir", str(folder / "work"), "--reports-dir", str(folder / "reports"), "--tag", "bench"]
+    started = time.monotonic()
+    rc = cli.main(argv + (["--clips", str(clips)] if clips else []))
+    wall = time.monotonic() - started
+    state = json.loads((folder / "work" / "stages.json").read_text())
+    index = Path(state["reports"]["index"])
+    day, tag = index.parent.name[:10], index.parent.name[11:]
+    checks = planted_checks(collect(folder / "reports", day=day, tag=tag)) or []
+    return {"rc": rc, "wall_seconds": wall, "stages": {k: v["seconds"] for k, v in state.items()},
+            "planted": [{"check": c.name, "measured": c.measured, "passed": c.passed} for c in checks]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the runs and report_time.json")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--clips", type=int, default=None, help="synthetic clips (default: the pipeline's)")
+    args = parser.parse_args()
+    runs = [one_run(args.out / f"run{i + 1}", args.clips) for i in range(args.repeats)]
+    stages = list(runs[0]["stages"])
+    print("| stage | median s | range s |\n|---|---|---|")
+    for name in stages + ["total"]:
+        values = [sum(r["stages"].values()) if name == "total" else r["stages"][name] for r in runs]
+        print(f"| {name} | {statistics.median(values):.0f} | {min(values):.0f}-{max(values):.0f} |")
+    for check in runs[-1]["planted"]:
+        print(f"- {check['check']}: {check['measured']} -> {check['passed']}")
+    out = {"machine": platform.platform(), "processor": platform.processor(), "runs": runs}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report_time.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Training and evaluation of :class:`femo.models.net.FemoNet` on a feature store.
+
+* :mod:`.loop`: the training loop and the k-fold protocol (``train``, ``train_folds``: AdamW, schedule, resume, DDP).
+* :mod:`.defaults`: what a bare ``femo train STORE --out RUN`` uses: the test protocol and the face path.
+* :mod:`.evaluate`: a model on a dataset -> the run folder's ``predictions.csv`` and ``metrics.json``.
+* :mod:`.cross`: cross-corpus evaluation: a run scored on a store whose class list differs (``femo evaluate``).
+* :mod:`.metrics`: UAR, WAR, macro-F1, ECE and the one JSON writer.
+* :mod:`.runs`: what a trained run is: :class:`~femo.training.runs.RunFolder`, the folder ``femo train`` writes.
+* :mod:`.face_encoder`: train femo's face-expression encoder on an image manifest (``femo encoder``).
+
+Import the modules themselves (``from femo.training.loop import train``); this package imports
+nothing at load time, so ``femo.training.metrics`` stays free of torch.
+"""
