@@ -172,6 +172,24 @@ def markdown(scores: dict, timings: dict) -> str:
     return "\n".join(lines)
 
 
+def stage_synth_config(workdir: Path, config) -> dict:
+    """Generate the synthetic set of ``config`` (a :class:`femo.data.synth.SynthConfig`) into
+    WORKDIR/data unless its manifest exists; the timing is recorded in WORKDIR/stages.json so
+    :func:`prepare` reports it as reused."""
+    from femo.data.synth import generate
+
+    data, record = workdir / "data", workdir / "stages.json"
+    done = json.loads(record.read_text()) if record.is_file() else {}
+    if (data / "manifest.csv").is_file() and "synth" in done:
+        return done["synth"]
+    t0 = time.perf_counter()
+    generate(data, config, progress=False)
+    done["synth"] = {"seconds": time.perf_counter() - t0, "skipped": False}
+    workdir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(done, indent=2))
+    return done["synth"]
+
+
 def prepare(workdir: Path, *, clips: int = 392, seed: int = 0, workers: int = 2, log=print) -> dict:
     """Stages 1-3 (synth, extract, embed) under ``workdir``; returns their timings.
 

@@ -50,20 +50,11 @@ def _evidence():
 
 
 def stage_synth_noisy(workdir: Path, *, clips: int, seed: int, noise: float, workers: int) -> dict:
-    """Generate the noisy synthetic set unless WORKDIR/data/manifest.csv exists; the timing is
-    recorded in WORKDIR/stages.json so evidence.prepare reports it as reused."""
-    from femo.data.synth import SynthConfig, generate
+    """Generate the noisy synthetic set once (benchmarks/evidence.py's ``stage_synth_config``)."""
+    from femo.data.synth import SynthConfig
 
-    data, record = workdir / "data", workdir / "stages.json"
-    done = json.loads(record.read_text()) if record.is_file() else {}
-    if (data / "manifest.csv").is_file() and "synth" in done:
-        return done["synth"]
-    t0 = time.perf_counter()
-    generate(data, SynthConfig(clips=clips, seed=seed, label_noise=noise, workers=workers), progress=False)
-    done["synth"] = {"seconds": time.perf_counter() - t0, "skipped": False}
-    workdir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(done, indent=2))
-    return done["synth"]
+    config = SynthConfig(clips=clips, seed=seed, label_noise=noise, workers=workers)
+    return _evidence().stage_synth_config(workdir, config)
 
 
 def configs(*, fusion: str, epochs: int, seed: int):

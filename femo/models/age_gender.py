@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from femo.assets import asset_path
-from femo.models.faceapi import MEAN_RGB, TfjsFormatError, read_tfjs_weights
+from femo.models.faceapi import TfjsFormatError, faceapi_preprocess, read_tfjs_weights
 from femo.models.tf_compat import SamePad, conv_weight, depthwise_weight, separable_conv
 
 #: Order of the sex head's logits (face-api.js ``Gender``: index 0 is male).
@@ -87,13 +87,7 @@ class AgeGenderNet(nn.Module):
         self.fc_age = nn.Linear(512, 1)
         self.fc_sex = nn.Linear(512, len(SEX_CLASSES))
 
-    @staticmethod
-    def preprocess(x: torch.Tensor) -> torch.Tensor:
-        """RGB (N, 3, S, S) in [0, 1] -> (N, 3, 112, 112) as face-api.js normalises 0..255 pixels."""
-        if x.shape[-2:] != (112, 112):
-            x = F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(MEAN_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x * 255.0 - mean) / 255.0
+    preprocess = staticmethod(faceapi_preprocess)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 112, 112) preprocessed -> (N, 512)."""

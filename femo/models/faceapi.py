@@ -97,6 +97,15 @@ class _DenseBlock4(nn.Module):
         return F.relu(out1 + out2 + out3 + out4)
 
 
+def faceapi_preprocess(x: torch.Tensor) -> torch.Tensor:
+    """RGB (N, 3, S, S) in [0, 1] -> (N, 3, 112, 112) as face-api.js normalises 0..255 pixels
+    (shared by every face-api.js net femo ports)."""
+    if x.shape[-2:] != (112, 112):
+        x = F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(MEAN_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * 255.0 - mean) / 255.0
+
+
 class FaceApiExpressionNet(nn.Module):
     """(N, 3, 112, 112) normalised RGB -> logits (N, 7) in FACEAPI_CLASSES order.
 
@@ -115,13 +124,7 @@ class FaceApiExpressionNet(nn.Module):
                                     for i, (ci, co) in enumerate(zip(cins, _CHANNELS)))
         self.fc = nn.Linear(_CHANNELS[-1], len(FACEAPI_CLASSES))
 
-    @staticmethod
-    def preprocess(x: torch.Tensor) -> torch.Tensor:
-        """RGB (N, 3, S, S) in [0, 1] -> (N, 3, 112, 112) as face-api.js normalises 0..255 pixels."""
-        if x.shape[-2:] != (112, 112):
-            x = F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(MEAN_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return (x * 255.0 - mean) / 255.0
+    preprocess = staticmethod(faceapi_preprocess)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 112, 112) preprocessed -> (N, 256)."""
