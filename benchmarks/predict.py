@@ -1,6 +1,7 @@
 """Real-time factor of ``femo predict`` on CPU, split by stage, the whole process, and peak memory.
 
     python benchmarks/predict.py [--seconds 60 1200] [--modes fast reference] [--threads 1] [--no-process]
+                                 [--startup-ab 3]
 
 The clip: 640x360 H.264 + AAC mp4 at 25 fps of ``skimage.data.astronaut()`` with a small affine
 wobble (period 2 s) and a 220 Hz tone, encoded frame by frame with
@@ -24,6 +25,10 @@ clip (numba/librosa JIT, landmarker start-up):
   imports and model loading included (wall, CPU and peak RSS from ``wait4``).
 * Outputs: max |p_fast - p_reference| over windows and classes, and the share of windows with
   the same label, on each clip measured in both modes.
+
+* ``--startup-ab N``: a fresh interpreter loads the run and predicts the 2 s clip, N times with
+  the window audio features from NumPy (:mod:`femo.inference.window_audio`, the default) and N
+  times from librosa, alternating: the CPU seconds librosa's first call adds to every process.
 
 Peak RSS is ``ru_maxrss`` of the child. Writes benchmarks/results/predict.json.
 """
@@ -181,6 +186,38 @@ def whole_process(clip: Path, run: Path, threads: int) -> dict:
             "load_average": os.getloadavg()[0]}
 
 
+def startup_child(audio: str, warm: Path, run: Path) -> dict:
+    """Load the run and predict the 2 s warm clip in this (fresh) process, with the audio features
+    from the NumPy path (``numpy``, what ``femo predict`` uses) or from librosa (``librosa``)."""
+    t0 = time.perf_counter()
+    if audio == "librosa":
+        import femo.inference.window_audio as window_audio
+
+        window_audio.window_audio_features = lambda *args, **kwargs: None  # the stream falls back to librosa
+    from femo.inference.predictor import Predictor
+
+    with Predictor.from_run(run) as predictor:
+        predictor.timeline(warm)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"audio": audio, "cpu_seconds": usage.ru_utime + usage.ru_stime, "wall_seconds": time.perf_counter() - t0,
+            "peak_rss_mib": usage.ru_maxrss / 1024, "load_average": os.getloadavg()[0]}
+
+
+def startup_ab(warm: Path, run: Path, repeats: int) -> list[dict]:
+    """:func:`startup_child` alternating numpy / librosa ``repeats`` times, each in a fresh interpreter."""
+    rows = []
+    for _ in range(repeats):
+        for audio in ("numpy", "librosa"):
+            cmd = [sys.executable, __file__, "--startup-child", audio, str(warm), str(run)]
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            print(f"start-up + 2 s clip, audio {audio:<8} CPU {rows[-1]['cpu_seconds']:6.2f} s  wall "
+                  f"{rows[-1]['wall_seconds']:6.2f} s  peak {rows[-1]['peak_rss_mib']:6.0f} MiB  "
+                  f"load {rows[-1]['load_average']:.1f}", flush=True)
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     head = f"{'clip':>6} {'mode':<10}{'RTF':>7}{'cpu RTF':>9}" + "".join(f"{k:>10}" for k in (*STAGES, "other")) + \
         f"{'peak MiB':>10}{'load':>6}"
@@ -205,8 +242,16 @@ def main() -> None:
     p.add_argument("--no-process", dest="process", action="store_false", help="skip the whole-process timing")
     p.add_argument("--keep", type=Path, default=None,
                    help="write (and reuse) the clips and the run in this folder instead of a temporary one")
+    p.add_argument("--results", type=Path, default=RESULTS, help=f"JSON to write (default {RESULTS})")
+    p.add_argument("--startup-ab", type=int, default=0, metavar="N",
+                   help="also time start-up + the 2 s clip N times each with the NumPy audio path and with librosa")
     p.add_argument("--child", nargs=6, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--startup-child", nargs=3, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.startup_child:
+        audio, warm, run = args.startup_child
+        print(json.dumps(startup_child(audio, Path(warm), Path(run))))
+        return
     if args.child:
         mode, clip, warm, run, threads, probs = args.child
         print(json.dumps(child(mode, Path(clip), Path(warm), Path(run), int(threads), Path(probs))))
@@ -218,6 +263,7 @@ def main() -> None:
         clip_at = lambda name, seconds: folder / name if (folder / name).is_file() else write_clip(folder / name, seconds)
         run = folder / "run" if (folder / "run" / "best.pt").is_file() else make_run(folder / "run")
         warm = clip_at("warm.mp4", 2.0)
+        startup = startup_ab(warm, run, args.startup_ab) if args.startup_ab else []
         for seconds in args.seconds:
             if seconds > 60 and seconds % 60 == 0 and not (folder / f"clip{seconds:g}.mp4").is_file():
                 repeat_clip(clip_at("clip60.mp4", 60.0), int(seconds // 60), folder / f"clip{seconds:g}.mp4")
@@ -243,10 +289,14 @@ def main() -> None:
     for o in outputs:
         print(f"{o['video_seconds']:.0f} s: fast vs reference max |dp| {o['max_abs_dp']:.4f} "
               f"(mean {o['mean_abs_dp']:.4f}), same label in {o['same_label']:.1%} of windows")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"rows": rows, "outputs": outputs, "threads": args.threads,
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    for audio in ("numpy", "librosa"):
+        cpu = [r["cpu_seconds"] for r in startup if r["audio"] == audio]
+        if cpu:
+            print(f"start-up + 2 s clip, audio {audio}: CPU {min(cpu):.2f}-{max(cpu):.2f} s over {len(cpu)} runs")
+    args.results.write_text(json.dumps({"rows": rows, "outputs": outputs, "startup": startup, "threads": args.threads,
                                    "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)"}, indent=2))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":

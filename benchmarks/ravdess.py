@@ -4,7 +4,8 @@ Protocol. The 1,440 utterances of 24 actors (8 classes, calm kept) are dealt int
 actor-independent folds of 4 actors, 2 male and 2 female each (fold k: actors 2k-1, 2k, 2k+11,
 2k+12), written to ``benchmarks/results/ravdess_folds.json``. Every model below is scored on each
 fold's test actors after training on the other 20 only; femo's epoch is chosen on validation
-actors carved from those 20. UAR / WAR are pooled over the 1,440 test predictions, with 95%
+actors carved from those 20 (3 actors, drawn per seed), and femo's headline configuration by
+its mean validation UAR over its seeds (:func:`headline`), never by the test folds. UAR / WAR are pooled over the 1,440 test predictions, with 95%
 intervals from an actor-clustered bootstrap (actors resampled with replacement, 2,000 draws), and
 the paired difference femo - best baseline is bootstrapped on the same draws.
 
@@ -18,16 +19,18 @@ Models, all in one run on the same folds:
   218 values), without / with per-speaker z-scoring.
 * ``lr_egemaps[_spk]``, ``lr_compare[_spk]``, ``lr_librosa+egemaps[_spk]``: the same on
   openSMILE eGeMAPSv02 (88) and ComParE_2016 (6,373) functionals from the stores, and on the
-  librosa statistics and eGeMAPS together (the inputs of ``femo_both_*``).
+  librosa statistics and eGeMAPS together (the inputs of ``femo_*_egemaps_librosa*``).
 * ``femo_*`` (:data:`VARIANTS`): femo's audio-only model trained by ``femo.training.loop.train``
-  on the store (``ModelConfig.audio_input`` functionals | both, ``DataConfig.speaker_norm``).
+  on the store (``ModelConfig.audio_input`` functionals | both, ``DataConfig.speaker_norm``,
+  ``ModelConfig.audio_members``); ``_x3`` / ``_x5``: three / five seeds' test probabilities averaged.
 
 Per-speaker normalisation uses each test actor's own unlabelled utterances: it is transductive
 (a deployment must have several utterances of a speaker before scoring them), marked ``_spk``.
 
 Stages (each resumable: the stores resume clip by clip, each femo fold is a run folder whose
 metrics are reused): ``--stage extract`` builds the two stores under ``--work`` (default
-``runs/ravdess``, log ``runs/ravdess/extract.log``); ``--stage all`` also trains and scores.
+``runs/ravdess``, log ``runs/ravdess/extract.log``) and derives ``store_egemaps_librosa`` from the
+eGeMAPS one; ``--stage all`` also trains and scores.
 
 Usage: python benchmarks/ravdess.py [--data ../shared/data/ravdess_speech] [--stage all]
 Skips (exit 0) when the data folder is absent. Writes benchmarks/results/ravdess.json.
@@ -39,6 +42,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -109,43 +113,93 @@ def extract(data: Path, work: Path, sets: tuple[str, ...] = SETS) -> dict[str, f
             record.write_text(json.dumps(seconds))
         ok = int((index["status"] == "ok").sum())
         print(f"store_{name}: {ok}/{len(index)} ok, {done} extracted now in {took:.0f} s", flush=True)
+    if "egemaps" in sets:
+        derived(work)
     return read()
 
 
-#: femo variants: (store, audio_input, speaker_norm, temporal block, epochs, lr, log-mel frames A).
-#: All are trained and reported; the headline femo model is the one with the best mean
-#: *validation* UAR (validation actors carved from each fold's training actors).
-VARIANTS: dict[str, tuple[str, str, bool, str, int, float, int]] = {
-    "femo_func_egemaps": ("egemaps", "functionals", False, "mean", 50, 1e-3, 128),
-    "femo_func_egemaps_spk": ("egemaps", "functionals", True, "mean", 50, 1e-3, 128),
-    "femo_both_egemaps_spk": ("egemaps", "both", True, "mean", 10, 1e-3, 64),
+def derived(work: Path) -> Path:
+    """``work/store_egemaps_librosa``: the eGeMAPS store with the ``egemaps+librosa`` functionals
+    (``ravdess_lib.derive_store``: what extraction with that set writes, without decoding again)."""
+    from femo.data.store import read_index
+    from ravdess_lib import derive_store
+
+    dst = work / "store_egemaps_librosa"
+    src_index = read_index(work / "store_egemaps")
+    if not (dst / "index.csv").is_file() or len(read_index(dst)) != len(src_index):
+        t0 = time.perf_counter()
+        derive_store(work / "store_egemaps", dst, src_index)
+        print(f"store_egemaps_librosa: derived in {time.perf_counter() - t0:.0f} s", flush=True)
+    return dst
+
+
+class Variant(NamedTuple):
+    """One femo configuration: store (``work/store_<store>``), ``ModelConfig.audio_input``,
+    ``DataConfig.speaker_norm``, temporal block, epochs, peak lr, log-mel frames A, ensemble members
+    K (``ModelConfig.audio_members``), seeds (runs whose test probabilities are averaged) and the
+    run folder name under ``work/femo`` (variants differing only in seeds share their runs)."""
+
+    store: str
+    audio_input: str
+    speaker_norm: bool
+    temporal: str
+    epochs: int
+    lr: float
+    frames: int
+    members: int = 1
+    seeds: int = 1
+    runs: str = ""
+
+
+#: femo variants, all trained and reported; the headline femo model is the one with the best mean
+#: *validation* UAR (validation actors carved from each fold's training actors only). Store
+#: ``egemaps_librosa`` holds the ``egemaps+librosa`` functionals (306 values: eGeMAPS and the
+#: librosa statistics that the logistic regressions read).
+VARIANTS: dict[str, Variant] = {
+    "femo_func_egemaps": Variant("egemaps", "functionals", False, "mean", 50, 1e-3, 128),
+    "femo_func_egemaps_spk": Variant("egemaps", "functionals", True, "mean", 50, 1e-3, 128),
+    "femo_both_egemaps_spk": Variant("egemaps", "both", True, "mean", 10, 1e-3, 64),
+    "femo_func_egemaps_spk_x5": Variant("egemaps", "functionals", True, "mean", 50, 1e-3, 128, seeds=5,
+                                        runs="femo_func_egemaps_spk"),
+    "femo_func_egemaps_librosa_spk": Variant("egemaps_librosa", "functionals", True, "mean", 50, 1e-3, 128),
+    "femo_func_egemaps_librosa_spk_x3": Variant("egemaps_librosa", "functionals", True, "mean", 50, 1e-3, 128,
+                                                seeds=3, runs="femo_func_egemaps_librosa_spk"),
+    "femo_func_egemaps_librosa_spk_x5": Variant("egemaps_librosa", "functionals", True, "mean", 50, 1e-3, 128,
+                                                seeds=5, runs="femo_func_egemaps_librosa_spk"),
 }
 
 
-def train_variant(name: str, work: Path, folds: list[int], seeds: int) -> pd.DataFrame:
-    """Train ``name`` on every fold and seed through femo's training loop (runs reused when their
-    metrics.json exists); returns the seed-averaged test probabilities, one row per clip, with the
-    mean validation UAR in ``attrs["val_uar"]``."""
+def train_run(name: str, work: Path, seed: int, fold: int) -> Path:
+    """The run folder of variant ``name``, ``seed``, ``fold``, trained by femo's loop unless its
+    metrics.json exists (an interrupted run resumes from its checkpoint)."""
     from dataclasses import replace
 
     from femo.config import ModelConfig, TrainConfig
     from femo.training.loop import data_config_for, train
 
-    store_name, audio_input, spk, temporal, epochs, lr, frames = VARIANTS[name]
-    store = work / f"store_{store_name}"
-    model = ModelConfig(modalities=("audio",), audio_input=audio_input, temporal=temporal, fusion="late",
-                        dim=128, dropout=0.3)
-    data = replace(data_config_for(store), speaker_norm=spk, audio_frames=frames)
+    v = VARIANTS[name]
+    run = work / "femo" / (v.runs or name) / f"seed{seed}" / f"fold_{fold}"
+    if (run / "metrics.json").is_file():
+        return run
+    store = work / f"store_{v.store}"
+    model = ModelConfig(modalities=("audio",), audio_input=v.audio_input, temporal=v.temporal, fusion="late",
+                        dim=128, dropout=0.3, audio_members=v.members)
+    data = replace(data_config_for(store), speaker_norm=v.speaker_norm, audio_frames=v.frames)
+    cfg = TrainConfig(epochs=v.epochs, batch_size=32, lr=v.lr, weight_decay=0.05, label_smoothing=0.1,
+                      aux_weight=0.0, augment=False, cache=True, seed=seed)
+    t0 = time.perf_counter()
+    train(store, out=run, model=model, train=cfg, fold=fold, data=data, resume=True, progress=False)
+    print(f"{name} seed {seed} fold {fold}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return run
+
+
+def train_variant(name: str, work: Path, folds: list[int]) -> pd.DataFrame:
+    """Train ``name`` on every fold and seed (:func:`train_run`); returns the seed-averaged test
+    probabilities, one row per clip, with the mean validation UAR in ``attrs["val_uar"]``."""
     probs, val, seconds = [], [], 0.0
-    for seed in range(seeds):
-        cfg = TrainConfig(epochs=epochs, batch_size=32, lr=lr, weight_decay=0.05, label_smoothing=0.1, aux_weight=0.0,
-                          augment=False, cache=True, seed=seed)
+    for seed in range(VARIANTS[name].seeds):
         for k in folds:
-            run = work / "femo" / name / f"seed{seed}" / f"fold_{k}"
-            if not (run / "metrics.json").is_file():
-                t0 = time.perf_counter()
-                train(store, out=run, model=model, train=cfg, fold=k, data=data, resume=True, progress=False)
-                print(f"{name} seed {seed} fold {k}: {time.perf_counter() - t0:.0f} s", flush=True)
+            run = train_run(name, work, seed, k)
             val.append(json.loads((run / "metrics.json").read_text())["val_uar"])
             seconds += float(pd.read_csv(run / "history.csv")["seconds"].sum())
             probs.append(pd.read_csv(run / "predictions.csv", dtype={"clip_id": str}).assign(seed=seed))
@@ -202,6 +256,18 @@ def _features(work: Path, index: pd.DataFrame, compare: bool) -> dict[str, np.nd
     return feats
 
 
+def headline(val_uar: dict[str, float]) -> str:
+    """femo's headline variant, by validation only: each configuration (variants sharing a run
+    folder) is represented by its variant with the most seeds, scored by that variant's mean
+    validation UAR over its seeds and folds (each seed carves its own 3 validation actors from the
+    training actors, the same for every configuration); the best one is the headline."""
+    groups: dict[str, list[str]] = {}
+    for m in val_uar:
+        groups.setdefault(VARIANTS[m].runs or m, []).append(m)
+    chosen = [max(ms, key=lambda m: VARIANTS[m].seeds) for ms in groups.values()]
+    return max(chosen, key=lambda m: val_uar[m])
+
+
 def report(index: pd.DataFrame, preds: dict[str, np.ndarray], val_uar: dict[str, float], extra: dict) -> dict:
     """Scores with actor-clustered intervals, the headline femo model (best validation UAR) and its
     paired difference to the best baseline; writes benchmarks/results/ravdess.json."""
@@ -212,17 +278,24 @@ def report(index: pd.DataFrame, preds: dict[str, np.ndarray], val_uar: dict[str,
     rows = {m: score(y, p, boot[f"{m}/uar"], boot[f"{m}/war"]) for m, p in preds.items()}
     for m, v in val_uar.items():
         rows[m]["val_uar"] = v
-    femo = max(val_uar, key=val_uar.get)
+    femo = headline(val_uar)
     base = max((m for m in rows if m.startswith("lr_")), key=lambda m: rows[m]["uar"])
-    diff = {}
-    for metric in ("uar", "war"):
-        d = boot[f"{femo}/{metric}"] - boot[f"{base}/{metric}"]
-        diff[metric] = {"point": rows[femo][metric] - rows[base][metric],
-                        "ci": [float(x) for x in np.percentile(d, [2.5, 97.5])]}
+    def paired(m: str) -> dict:  # femo variant m - best baseline, on the same bootstrap draws
+        return {metric: {"point": rows[m][metric] - rows[base][metric],
+                         "ci": [float(x) for x in np.percentile(boot[f"{m}/{metric}"] - boot[f"{base}/{metric}"],
+                                                                [2.5, 97.5])],
+                         "p_not_better": float(np.mean(boot[f"{m}/{metric}"] <= boot[f"{base}/{metric}"]))}
+                for metric in ("uar", "war")}
+
+    diff = paired(femo)
+    extra["each_femo_minus_best_baseline"] = {m: paired(m) for m in val_uar}
     out = {"protocol": "RAVDESS speech, 1,440 utterances, 8 classes (calm kept), 6 actor-independent folds of 4 "
                        "actors (benchmarks/results/ravdess_folds.json), pooled test predictions; 95% intervals: "
-                       "actor-clustered bootstrap (2,000 draws); femo headline = best mean validation UAR; best "
-                       "baseline = best test UAR (favours the baseline); models ending in _spk are TRANSDUCTIVE "
+                       "actor-clustered bootstrap (2,000 draws); femo headline = the configuration with the best mean "
+                       "validation UAR over its seeds (validation actors carved from the training actors, per seed), "
+                       "reported as the average of those seeds; best baseline = best test UAR (favours the baseline); differences: "
+                       "paired on the same draws, p_not_better = share of draws where femo <= baseline; models "
+                       "ending in _spk are TRANSDUCTIVE "
                        "(per-speaker z-scoring with each test actor's own unlabelled audio)",
            "models": rows, "femo_headline": femo, "best_baseline": base, "femo_minus_best_baseline": diff, **extra}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -232,10 +305,10 @@ def report(index: pd.DataFrame, preds: dict[str, np.ndarray], val_uar: dict[str,
 
 def print_table(out: dict) -> None:
     """The results as a text table."""
-    print(f"{'model':26s} {'UAR':>6s} {'95% CI':>13s} {'WAR':>6s} {'95% CI':>13s} {'val UAR':>7s}")
+    print(f"{'model':34s} {'UAR':>6s} {'95% CI':>13s} {'WAR':>6s} {'95% CI':>13s} {'val UAR':>7s}")
     for m, r in out["models"].items():
         ci = lambda k: f"{r[k][0]:.3f}-{r[k][1]:.3f}"
-        print(f"{m:26s} {r['uar']:6.3f} {ci('uar_ci'):>13s} {r['war']:6.3f} {ci('war_ci'):>13s} "
+        print(f"{m:34s} {r['uar']:6.3f} {ci('uar_ci'):>13s} {r['war']:6.3f} {ci('war_ci'):>13s} "
               f"{r.get('val_uar', float('nan')):7.3f}")
     d = out["femo_minus_best_baseline"]
     print(f"{out['femo_headline']} - {out['best_baseline']}: UAR {d['uar']['point']:+.3f} "
@@ -252,7 +325,6 @@ def main(argv: list[str] | None = None) -> int:
                         "the logistic regressions; all: everything and the report")
     p.add_argument("--sets", default=",".join(SETS), help="functional sets to extract stores for")
     p.add_argument("--no-compare", action="store_true", help="leave out the ComParE logistic regressions")
-    p.add_argument("--seeds", type=int, default=1, help="femo seeds per fold, probabilities averaged")
     p.add_argument("--variants", default="", help=f"comma-separated subset of {', '.join(VARIANTS)}")
     args = p.parse_args(argv)
     if not (args.data / "manifest.csv").is_file():
@@ -269,17 +341,17 @@ def main(argv: list[str] | None = None) -> int:
     folds = [int(f) for f in sorted(index["fold"].astype(int).unique())]
     if args.stage == "train":
         for v in variants:
-            train_variant(v, args.work, folds, args.seeds)
+            train_variant(v, args.work, folds)
         return 0
     preds = baselines(args.work, index, compare=not args.no_compare)
     if args.stage == "baselines":
         return 0
     extra = {"chosen_c": preds.pop("_chosen_c"), "seconds_baselines": preds.pop("_seconds"),
              "extract_seconds": seconds,
-             "seeds": args.seeds, "variants": {v: list(VARIANTS[v]) for v in variants}}
+             "variants": {v: VARIANTS[v]._asdict() for v in variants}}
     val_uar = {}
     for v in variants:
-        probs = train_variant(v, args.work, folds, args.seeds)
+        probs = train_variant(v, args.work, folds)
         val_uar[v] = probs.attrs["val_uar"]
         preds[v] = probs.reindex(index["clip_id"])[[f"p_{c}" for c in CLASSES]].to_numpy().argmax(1)
         extra[f"epoch_seconds_{v}"] = probs.attrs["epoch_seconds"]  # summed over folds and seeds

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
-from femo.data.store import read_clip
+from femo.data.store import read_clip, write_clip
+from femo.features.functionals import utterance_statistics
 
 #: Regularisation strengths tried by the inner cross-validation of every logistic regression.
 C_GRID = (0.01, 0.1, 1.0)
@@ -16,16 +18,42 @@ INNER_FOLDS = 3
 
 
 def utterance_stats(z: dict[str, np.ndarray]) -> np.ndarray:
-    """(218,) statistics of one clip's stored librosa features (see ``STAT_NAMES``)."""
-    logmel, mfcc, pro = z["logmel"], z["mfcc"], z["prosody"]  # (64, A), (20, A), (A, 4)
-    delta = np.diff(mfcc, axis=1) if mfcc.shape[1] > 1 else np.zeros_like(mfcc)
-    voiced = pro[:, 3] > 0.5
-    f0 = 12 * np.log2(np.maximum(pro[voiced, 0], 1.0) / 100.0) if voiced.any() else np.zeros(1)  # semitones
-    log_rms = np.log(np.maximum(pro[:, 2], 1e-6))
-    parts = [logmel.mean(1), logmel.std(1), mfcc.mean(1), mfcc.std(1), delta.mean(1), delta.std(1),
-             [f0.mean(), f0.std(), *np.percentile(f0, [10, 50, 90]), np.ptp(f0)], [voiced.mean()],
-             [log_rms.mean(), log_rms.std(), np.percentile(log_rms, 90)]]
-    return np.concatenate([np.asarray(p, np.float64).ravel() for p in parts]).astype(np.float32)
+    """(218,) statistics of one clip's stored librosa features: femo's ``librosa`` functional set
+    (:func:`femo.features.functionals.utterance_statistics`, names in ``STAT_NAMES``)."""
+    return utterance_statistics(z["logmel"], z["mfcc"], z["prosody"])
+
+
+def derive_store(src: Path, dst: Path, index: pd.DataFrame) -> Path:
+    """Write store ``dst`` = store ``src`` (eGeMAPS functionals) with the ``egemaps+librosa`` set.
+
+    Every clip's functionals become its stored eGeMAPS values followed by the librosa statistics
+    of its stored log-mel / MFCC / prosody: exactly what extraction with
+    ``audio_functionals="egemaps+librosa"`` stores (tests/test_ravdess_lib.py checks this), without
+    decoding the audio again. ``index``: ``src``'s index. Resumable: clips already written are
+    kept; ``store.json`` and ``index.csv`` are written last.
+    """
+    from dataclasses import replace
+
+    from femo.data.store import clip_file, read_meta, write_index, write_meta
+    from femo.features.functionals import functionals_dim
+
+    meta = read_meta(src)
+    if meta.extra.get("extraction", {}).get("audio_functionals") != "egemaps":
+        raise ValueError(f"{src}: derive_store needs a store extracted with audio_functionals='egemaps'")
+    ok = index.loc[index["status"] == "ok", "clip_id"].astype(str)
+    for clip_id in tqdm(ok, desc="egemaps+librosa store", leave=False):
+        if clip_file(dst, clip_id).is_file():
+            continue
+        z = read_clip(src, clip_id)
+        # extraction stores all zeros when the clip had nothing to measure (no audio, silence, NaN)
+        measured = bool(z["has_audio"]) and bool(z["functionals"].any())
+        stats = utterance_stats(z) if measured else np.zeros(218, np.float32)
+        write_clip(dst, clip_id, {**z, "functionals": np.concatenate([z["functionals"], stats]).astype(np.float32)})
+    extraction = {**meta.extra.get("extraction", {}), "audio_functionals": "egemaps+librosa",
+                  "functionals_dim": functionals_dim("egemaps+librosa")}
+    write_index(dst, index)
+    write_meta(dst, replace(meta, extra={**meta.extra, "extraction": extraction}))
+    return dst
 
 
 def load_features(store: Path, index: pd.DataFrame) -> dict[str, np.ndarray]:

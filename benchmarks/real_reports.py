@@ -12,8 +12,12 @@ face, ``femo train``, ``femo report`` with the quick report settings of :data:`Q
   stratified by class from the official splits in the proportions 60 / 20 / 20; protocol: the
   official split (train = ``train``, validation = ``public_test``, test = ``private_test``), and
   each image is its own subject (FER2013 has no subject ids).
+* ``frames``: frame folders of real faces: ``--images`` FER2013 images chosen as for ``fer2013``,
+  each turned into a folder of ``--frames`` PNG frames (the face upscaled to 96x96 and moved along
+  a smooth random path of shift <= 3 px, rotation <= 4 degrees, scale +-4%: a short head
+  movement; the expression itself is the still's); protocol: the official split as above.
 
-Usage: python benchmarks/real_reports.py [--which ravdess,fer2013] [--epochs 8] [--work runs/real_reports] [--pipeline]
+Usage: python benchmarks/real_reports.py [--which ravdess,fer2013,frames] [--epochs 8] [--work runs/real_reports] [--pipeline]
 Skips (exit 0) when a data folder is absent. Prints the report lines and the index page.
 """
 from __future__ import annotations
@@ -64,6 +68,35 @@ def fer_subset(source: Path, out: Path, *, images: int, seed: int) -> Path:
     return write_manifest(df, out / "manifest.csv", ManifestMeta(dataset="fer2013", classes=classes))
 
 
+def frame_folder_subset(source: Path, out: Path, *, images: int, frames: int, seed: int) -> Path:
+    """Manifest of frame-folder clips (``out/frames/<clip_id>/frame<k>.png``) made from the
+    images of :func:`fer_subset`, one smooth random movement per clip (see the module docstring)."""
+    import numpy as np
+    from PIL import Image
+
+    from femo.data.manifest import ManifestMeta, read_manifest, write_manifest
+
+    df, meta = read_manifest(fer_subset(source, out / "stills", images=images, seed=seed))
+    rng = np.random.default_rng(seed)
+    paths = []
+    for row in df.itertuples():
+        folder = out / "frames" / str(row.clip_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        face = Image.open(row.path).convert("L").resize((96, 96), Image.BICUBIC)
+        end = rng.uniform(-1, 1, size=4) * (3, 3, 4, 0.04)  # dx, dy (px), angle (deg), scale - 1
+        for k, t in enumerate(np.linspace(0, 1, frames)):
+            dx, dy, angle, ds = end * np.sin(np.pi * t / 2)  # eases out from the still's position
+            frame = face.rotate(angle, resample=Image.BILINEAR, translate=(dx, dy), fillcolor=128)
+            if abs(ds) > 1e-6:
+                side = round(96 * (1 + ds))
+                frame = frame.resize((side, side), Image.BILINEAR)
+                frame = frame.crop(((side - 96) // 2, (side - 96) // 2, (side - 96) // 2 + 96, (side - 96) // 2 + 96))
+            frame.convert("RGB").save(folder / f"frame{k}.png")
+        paths.append(str(folder))
+    df = df.assign(path=paths)
+    return write_manifest(df, out / "manifest.csv", ManifestMeta(dataset="fer2013_frames", classes=meta.classes))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--which", default="ravdess,fer2013")
@@ -72,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips-per-actor", type=int, default=25)
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--images", type=int, default=500)
+    p.add_argument("--frames", type=int, default=8, help="frames per folder of the frame-folder store")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--manifests-only", action="store_true", help="write the subset manifests, run nothing")
@@ -82,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     status = 0
     for name in [w.strip() for w in args.which.split(",") if w.strip()]:
-        source = DATA / ("ravdess_speech" if name == "ravdess" else name)
+        source = DATA / {"ravdess": "ravdess_speech", "frames": "fer2013"}.get(name, name)
         if not (source / "manifest.csv").is_file():
             print(f"{source}: absent; skipped")
             continue
@@ -91,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         if not manifest.is_file():
             manifest = (ravdess_subset(source, work / "data", actors=args.actors, per_actor=args.clips_per_actor,
                                        folds=args.folds, seed=args.seed) if name == "ravdess"
+                        else frame_folder_subset(source, work / "data", images=args.images, frames=args.frames,
+                                                 seed=args.seed) if name == "frames"
                         else fer_subset(source, work / "data", images=args.images, seed=args.seed))
         print(f"{name}: {len(pd.read_csv(manifest))} clips in {manifest}", flush=True)
         if args.manifests_only:

@@ -9,16 +9,29 @@ repeats of the same folder would reuse cached stages, so every repeat gets its o
     python benchmarks/report_time.py --out /tmp/femo_report_time          # one run
     python benchmarks/report_time.py --out /tmp/femo_report_time --repeats 3 --clips 392
 
-Writes ``OUT/report_time.json`` (stage seconds per repeat, the planted checks of the last run).
+Besides wall-clock seconds it records the CPU seconds of the run (this process and its finished
+workers) and the 1-minute load average before and after, because on a shared machine the wall
+clock measures the neighbours too.
+
+Writes ``OUT/report_time.json`` (stage seconds per repeat, CPU seconds, load averages, the planted
+checks of the last run).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have finished."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def one_run(folder: Path, clips: int | None) -> dict:
@@ -28,14 +41,15 @@ def one_run(folder: Path, clips: int | None) -> dict:
     from femo.reports.planted import planted_checks
 
     argv = ["pipeline", "--workdir", str(folder / "work"), "--reports-dir", str(folder / "reports"), "--tag", "bench"]
-    started = time.monotonic()
+    load_before, cpu_before, started = os.getloadavg()[0], _cpu_seconds(), time.monotonic()
     rc = cli.main(argv + (["--clips", str(clips)] if clips else []))
-    wall = time.monotonic() - started
+    wall, cpu = time.monotonic() - started, _cpu_seconds() - cpu_before
     state = json.loads((folder / "work" / "stages.json").read_text())
     index = Path(state["reports"]["index"])
     day, tag = index.parent.name[:10], index.parent.name[11:]
     checks = planted_checks(collect(folder / "reports", day=day, tag=tag)) or []
-    return {"rc": rc, "wall_seconds": wall, "stages": {k: v["seconds"] for k, v in state.items()},
+    return {"rc": rc, "wall_seconds": wall, "cpu_seconds": cpu, "load_before": load_before,
+            "load_after": os.getloadavg()[0], "stages": {k: v["seconds"] for k, v in state.items()},
             "planted": [{"check": c.name, "measured": c.measured, "passed": c.passed} for c in checks]}
 
 
@@ -51,6 +65,9 @@ def main() -> None:
     for name in stages + ["total"]:
         values = [sum(r["stages"].values()) if name == "total" else r["stages"][name] for r in runs]
         print(f"| {name} | {statistics.median(values):.0f} | {min(values):.0f}-{max(values):.0f} |")
+    for r in runs:
+        print(f"wall {r['wall_seconds']:.0f} s, CPU {r['cpu_seconds']:.0f} s, "
+              f"load average {r['load_before']:.1f} -> {r['load_after']:.1f}")
     for check in runs[-1]["planted"]:
         print(f"- {check['check']}: {check['measured']} -> {check['passed']}")
     out = {"machine": platform.platform(), "processor": platform.processor(), "runs": runs}

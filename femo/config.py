@@ -128,6 +128,8 @@ class ModelConfig:
     audio_input: what the audio encoder reads (``femo.models.audio.AUDIO_INPUTS``): ``logmel``
     (CNN on the log-mel + prosody), ``functionals`` (MLP on the store's openSMILE functionals) or
     ``both``. functionals_dim: their width F (filled in from the store by training).
+    audio_members: K > 1 makes the functionals MLP an ensemble of K members, each trained on a random
+    share of the samples, averaged at inference (``femo.models.audio``; use with ``temporal="mean"``).
     """
 
     modalities: tuple[str, ...] = MODALITIES
@@ -146,6 +148,7 @@ class ModelConfig:
     modality_dropout: float = 0.2
     audio_input: str = "logmel"
     functionals_dim: int | None = None
+    audio_members: int = 1
 
 
 @dataclass(frozen=True)

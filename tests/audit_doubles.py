@@ -7,6 +7,7 @@ Shapes follow docs/ARCHITECTURE.md: face (B, T, 3, S, S) in [0, 1], face_mask (B
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 import torch
 from torch import nn
@@ -191,3 +192,15 @@ def train_face_cnn(*, n: int = 128, steps: int = 100, seed: int = 0) -> FaceCNND
         loss.backward()
         opt.step()
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def cnn() -> FaceCNNDouble:
+    """A :class:`FaceCNNDouble` trained on mouth batches (one per test module)."""
+    return train_face_cnn()
+
+
+@pytest.fixture(scope="module")
+def held_out() -> dict:
+    """12 mouth clips the CNN fixture never saw."""
+    return mouth_batch(12, seed=3)

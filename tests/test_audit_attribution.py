@@ -8,19 +8,12 @@ import pytest
 import torch
 
 from audit_doubles import (FS, G, LateFusionDouble, REGION_ROWS, mouth_batch, planted_data, synthetic_mesh,
-                           synthetic_regions, train_face_cnn)
+                           synthetic_regions)
+from audit_doubles import cnn, held_out  # noqa: F401 (module-scoped fixtures shared with the sanity tests)
 from femo.audit import attribution as at
 from femo.audit import attribution_regions as ar
 
 
-@pytest.fixture(scope="module")
-def cnn():
-    return train_face_cnn()
-
-
-@pytest.fixture(scope="module")
-def held_out():
-    return mouth_batch(12, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -264,111 +257,3 @@ def test_attribution_figures_draw(ig, held_out):
     import matplotlib.pyplot as plt
 
     plt.close("all")
-
-
-# --- sanity checks: cascading randomisation, convergence, stratified choice, the result object -------
-
-def test_path_modules_follow_the_face_only(cnn, held_out):
-    from femo.audit import attribution_sanity as san
-
-    assert san.path_modules(cnn, held_out, "face") == ["cnn.0", "cnn.4"]  # not the landmarks / audio heads
-    assert san.path_modules(cnn, held_out, "audio") == ["audio"]
-    assert all(p.requires_grad for p in cnn.parameters())  # restored
-
-
-@pytest.mark.parametrize("n,steps,sizes", [(10, 4, [3, 3, 2, 2]), (2, 4, [1, 1]), (0, 4, [])])
-def test_cascade_steps_top_first(n, steps, sizes):
-    from femo.audit import attribution_sanity as san
-
-    names = [f"layer{i}" for i in range(n)]  # bottom first
-    out = san.cascade_steps(names, steps)
-    assert [len(s) for s in out] == sizes
-    assert [m for s in out for m in s] == names[::-1]
-
-
-def test_randomise_touches_only_the_named_modules(cnn):
-    from femo.audit import attribution_sanity as san
-
-    clone = san.randomise(cnn, ["cnn.4"], seed=1)
-    assert torch.equal(clone.cnn[0].weight, cnn.cnn[0].weight)
-    assert not torch.equal(clone.cnn[4].weight, cnn.cnn[4].weight)
-    assert torch.equal(clone.audio.weight, cnn.audio.weight)
-
-
-def test_cascading_randomisation_tells_a_trained_model_from_an_untrained_one(cnn):
-    from audit_doubles import FaceCNNDouble
-
-    from femo.audit import attribution_sanity as san
-
-    batch = mouth_batch(6, t=2, seed=5)
-    trained = san.cascading_randomisation(cnn, batch, n_steps=16)
-    assert list(trained.table["step"]) == [1, 2] and list(trained.table["n_modules"]) == [1, 2]
-    assert trained.passed and trained.final < san.RANDOMISATION_THRESHOLD
-    assert trained.verdict().startswith("Model randomisation passed")
-    # a model that learned nothing: its maps are the input's edges, as are those of any random model
-    untrained = san.cascading_randomisation(FaceCNNDouble(seed=3).eval(), batch, n_steps=16)
-    assert not untrained.passed and untrained.final > trained.final + 0.15
-    assert "cannot be told from a randomised model's" in untrained.verdict()
-    metrics = untrained.to_metrics()
-    assert metrics["passed"] is False and len(metrics["steps"]) == 2
-
-
-def test_convergence_verdict_follows_ig_steps(cnn, held_out):
-    from femo.audit import attribution_sanity as san
-
-    few = san.ConvergenceCheck(at.attribute(cnn, held_out, n_steps=2).relative_delta(), n_steps=2)
-    many = san.ConvergenceCheck(at.attribute(cnn, held_out, n_steps=64).relative_delta(), n_steps=64)
-    assert many.median < few.median
-    assert many.passed and many.verdict().startswith("IG convergence passed")
-    assert not san.ConvergenceCheck(np.array([0.2, 0.3])).passed
-    assert "raise the number of IG steps" in san.ConvergenceCheck(np.array([0.2, 0.3])).verdict()
-
-
-def test_choose_clips_stratified():
-    from femo.audit.attribution_report import choose_clips
-
-    table = pd.DataFrame({"predicted": ["a"] * 10 + ["b"] * 3 + ["c"] * 7,
-                          "expression_region": ["full"] * 18 + ["mouth"] * 2})
-    rows = choose_clips(table, {"predicted": 5})
-    assert table.iloc[rows]["predicted"].value_counts().to_dict() == {"a": 5, "c": 5, "b": 3}
-    both = choose_clips(table, {"predicted": 5, "expression_region": 5})
-    assert (table.iloc[both]["expression_region"] == "mouth").sum() == 2  # every mouth-only clip is added
-    assert set(rows) <= set(range(20)) and list(both) == sorted(both)
-    assert list(choose_clips(table, {"predicted": 5}, seed=0)) == list(rows)  # seeded
-
-
-def test_planted_region_check():
-    from femo.audit.attribution_report import planted_region_check
-
-    regions = ("brows", "mouth", ar.OTHER)
-    table = pd.DataFrame({"expression_region": ["mouth"] * 6 + ["full"] * 2, "brows": 0.2, "mouth": 0.3,
-                          ar.OTHER: 0.5})
-    out = planted_region_check(table, regions)
-    assert out["top"] == "mouth" and out["passed"] and out["n_clips"] == 6  # "other" is not ranked
-    assert not planted_region_check(table.assign(brows=0.4, mouth=0.1), regions)["passed"]
-    assert not planted_region_check(table, regions, min_clips=7)["judged"]
-    assert planted_region_check(table.drop(columns="expression_region"), regions) is None
-
-
-def test_attribution_result_says_a_failed_check_first(cnn, held_out, tmp_path):
-    import json
-
-    from femo.audit import attribution_sanity as san
-    from femo.audit.attribution_report import ClipAttributions
-    from femo.audit.attribution_result import AttributionResult
-
-    table = pd.DataFrame({"clip_id": ["c0", "c1"], "target": ["a", "b"], "delta": [0.01, 0.02],
-                          "relative_delta": [0.01, 0.02], "mouth": [0.6, 0.5], "brows": [0.1, 0.2], ar.OTHER: [0.3, 0.3]})
-    clips = ClipAttributions(table, np.zeros((2, 2)), None, ("brows", "mouth", ar.OTHER))
-    failed = san.RandomisationCheck(pd.DataFrame({"step": [1], "randomised": ["head"], "n_modules": [1],
-                                                  "spearman": [0.8], "spearman_min": [0.7], "spearman_max": [0.9]}),
-                                    0.5, "face", 2)
-    result = AttributionResult(clips, "integrated_gradients", san.ConvergenceCheck(table["relative_delta"].to_numpy()),
-                               failed, n_candidates=40, predicted_counts={"a": 1, "b": 1})
-    verdicts = result.verdicts()
-    assert verdicts[0].startswith("Model randomisation FAILED") and "cannot be told" in verdicts[0]
-    assert verdicts[1].startswith("IG convergence passed")
-    assert "Explained 2 of 40 clips" in result.summary() and "sits most on the mouth" in result.summary()
-    metrics = json.loads(json.dumps(result.to_metrics(), allow_nan=False))
-    assert metrics["randomisation_passed"] is False and metrics["randomisation_similarity"] == pytest.approx(0.8)
-    assert metrics["region_share"]["mouth"] == pytest.approx(0.55)

@@ -16,6 +16,7 @@ from femo.cli import main as femo_main
 from femo.config import CLASSES as SYNTH_CLASSES, ModelConfig, TrainConfig
 from femo.data.store import read_index, write_index
 from femo.data.synth import SynthConfig, generate, plan_clips
+from femo.training.runs import RunFolder
 
 SMALL = dict(clips=8, subjects=5, size=64, seconds=0.5, fps=8.0, workers=1)
 
@@ -255,6 +256,9 @@ def test_drop_suspects_leaves_training_only_and_compares_on_the_same_folds(noisy
         assert sorted(config["dropped_from_training"]) == sorted(fold_of.index[fold_of != k])
         test = pd.read_csv(out / f"fold_{k}" / "predictions.csv", dtype={"clip_id": str})
         assert set(fold_of.index[fold_of == k]) <= set(test["clip_id"])  # test folds keep suspects
+        split = RunFolder(out / f"fold_{k}").split()  # a re-evaluation sees the training split training saw
+        assert not set(split.train["clip_id"]) & set(config["dropped_from_training"])
+        assert len(split.train) == json.loads((out / f"fold_{k}" / "metrics.json").read_text())["n_train"]
     table = compare_uar(read_oof(run).pred, read_oof(out).pred, CLASSES, truth="true_emotion")
     assert list(table["fold"]) == ["1", "2", "3", "mean"] and table["n_test"].iloc[-1] == len(index)
     assert table["difference"].iloc[:3].tolist() == pytest.approx(

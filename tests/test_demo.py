@@ -171,10 +171,18 @@ def test_pipeline_plants_a_bias_and_trains_every_fold(tmp_path: Path, monkeypatc
     stages["train"](True)
     assert seen[0][:2] == ["synth", str(tmp_path / "work" / "data")] and seen[0][-2:] == ["--plant-bias", "skin_tone=dark"]
     assert "--folds" in seen[1] and seen[1][seen[1].index("--folds") + 1] == "all" and "--fold" not in seen[1]
+    # the synthetic demo's face branch: the small crop CNN trained end to end, no cached embeddings
+    assert seen[1][seen[1].index("--frame-encoder") + 1] == "crop_cnn" and "--embeddings" not in seen[1]
+    assert seen[1][seen[1].index("--freeze") + 1] == "full"
+    assert stages["embeddings"](True) == {"embeddings": ""}
     seen.clear()
     pipeline._stages(_pipeline_args(tmp_path, plant_bias="none", fold=2), tmp_path / "work",
                      {"embeddings": {"embeddings": ""}})["train"](True)
     assert seen[0][seen[0].index("--fold") + 1] == "2"
+    seen.clear()
+    pipeline._stages(_pipeline_args(tmp_path, data=str(tmp_path / "m.csv")), tmp_path / "work",
+                     {"embeddings": {"embeddings": "faceapi"}})["train"](True)
+    assert seen[0][seen[0].index("--embeddings") + 1] == "faceapi" and "--frame-encoder" not in seen[0]  # real data
 
 
 @pytest.mark.slow

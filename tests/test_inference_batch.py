@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from femo.cli import main
-from femo.inference.batch import expand_inputs, output_names
+from femo.inference.batch import Bars, _Worker, expand_inputs, output_names, run_signature
 
 from _media import CLASSES, astronaut_clip, make_run
 
@@ -39,7 +39,9 @@ def test_folder_run_lists_failures_and_resumes(folder, tmp_path, capsys):
     assert main(cmd) == 1  # broken.mp4 failed, the others are done
     summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
     assert list(summary["status"]) == ["ok", "ok", "failed"]
-    assert "broken.mp4" in summary.loc[2, "error"] and "failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "broken.mp4" in summary.loc[2, "error"] and "failed" in err
+    assert "s/s" not in err and "it/s" not in err  # stderr is not a terminal: no progress bars
     assert set(summary["label"][:2]) <= set(CLASSES) and summary["audio"].astype(str).tolist()[:2] == ["True", "False"]
     doc = json.loads((out / "a.mp4.json").read_text())
     assert doc["predicted_with"]["window"] == 2.0 and len(doc["windows"]) == 1
@@ -75,3 +77,35 @@ def test_two_workers_write_what_one_writes(folder, tmp_path):
         pa = json.loads((one / name).read_text())["summary"]["probabilities"]
         pb = json.loads((two / name).read_text())["summary"]["probabilities"]
         assert pa == pytest.approx(pb, abs=1e-5)
+
+
+def test_bars_follow_workers_and_the_total():
+    import io
+
+    screen = io.StringIO()
+    bars = Bars({"a.mp4": 10.0, "b.mp4": 4.0}, skipped=1, disable=False, file=screen)
+    bars.event("start", 11, "a.mp4")
+    bars.event("start", 12, "b.mp4")
+    assert [w[3] for w in bars.workers.values()] == [1, 2]  # one line each under the total
+    bars.event("at", 11, 6.0)
+    bars.event("at", 12, 3.0)
+    assert bars.total.n == pytest.approx(9.0) and bars.workers[11][0].n == pytest.approx(6.0)
+    bars.event("end", 12)
+    bars.finished({"file": "b.mp4", "status": "failed"})  # a file done counts in full
+    assert bars.total.n == pytest.approx(10.0) and bars.failed == 1
+    bars.event("start", 12, "a.mp4")  # the freed line is reused
+    assert bars.workers[12][3] == 2
+    bars.close()
+    assert "a.mp4" in screen.getvalue() and "2 videos" in screen.getvalue()
+
+
+def test_worker_reports_each_chunk(folder, tmp_path):
+    events = []
+    sig = run_signature(folder["run"], 1.0, 0.5)
+    with _Worker(str(folder["run"]), 1.0, 0.5, sig, None, report=lambda *e: events.append(e)) as worker:
+        row = worker(str(folder["videos"] / "b.mp4"), str(tmp_path / "b.json"))
+    assert row["status"] == "ok"
+    kinds = [e[0] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and "at" in kinds
+    reached = [e[2] for e in events if e[0] == "at"]
+    assert reached == sorted(reached) and reached[-1] == pytest.approx(1.5, abs=0.2)

@@ -158,3 +158,45 @@ def test_face_ports_as_frame_encoders(name, dim, last, full):
     assert _n_trainable(build_frame_encoder(name, freeze="full")) == full
     with pytest.raises(ValueError, match="fixed input size"):
         build_frame_encoder(name, input_size=96)
+
+
+def test_crop_cnn_trains_end_to_end_at_its_own_size(tmp_path):
+    from femo.models.frames import CROP_CNN_SIZE
+
+    enc = build_frame_encoder("crop_cnn", freeze="full")
+    seen = []
+    enc.backbone.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
+    x = torch.rand(4, 3, 112, 112, requires_grad=True)
+    out = enc(x)
+    assert out.shape == (4, enc.out_dim) == (4, 64) and seen == [(4, 3, CROP_CNN_SIZE, CROP_CNN_SIZE)]
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # attributions reach the 112-px crop
+    assert _n_trainable(enc) == _n_params(enc) and 20_000 < _n_params(enc) < 40_000
+    assert _n_trainable(build_frame_encoder("crop_cnn", freeze="frozen")) == 0
+    last = build_frame_encoder("crop_cnn", freeze="last-block")
+    assert _n_trainable(last) == _n_params(last.backbone.blocks[-1])
+    assert len(enc.backbone.stages()) == 4
+
+
+def test_crop_cnn_weights_file_round_trip_and_bad_path(tmp_path):
+    torch.manual_seed(0)
+    enc = build_frame_encoder("crop_cnn", freeze="full").eval()
+    torch.save(enc.backbone.state_dict(), tmp_path / "crop.pt")
+    again = build_frame_encoder("crop_cnn", weights=str(tmp_path / "crop.pt")).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(enc(x), again(x))
+    with pytest.raises(FileNotFoundError, match="crop_cnn: weights must be None .random init. or a state dict file"):
+        build_frame_encoder("crop_cnn", weights=str(tmp_path / "missing.pt"))
+
+
+def test_a_frozen_crop_cnn_is_refused_as_random_features(tmp_path):
+    from femo.config import ModelConfig
+    from femo.training.defaults import FacePathError, resolve_face_path, untrained_frozen
+
+    assert untrained_frozen(ModelConfig(frame_encoder="crop_cnn"))
+    trained_end_to_end = ModelConfig(frame_encoder="crop_cnn", freeze="full")
+    assert not untrained_frozen(trained_end_to_end)
+    assert resolve_face_path(tmp_path, trained_end_to_end, auto=False, log=lambda m: None) == trained_end_to_end
+    with pytest.raises(FacePathError, match="frozen crop_cnn with no pretrained weights"):
+        resolve_face_path(tmp_path, ModelConfig(frame_encoder="crop_cnn"), auto=False, log=lambda m: None)

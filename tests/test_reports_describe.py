@@ -13,7 +13,7 @@ import torch
 from femo.features.geometry import GEOMETRY_DIM
 from femo.reports import describe
 from femo.reports.index import headline
-from femo.reports.privacy import dataset_of, pseudonym, resolve_privacy, scrub_text, shown_ids
+from femo.reports.privacy import dataset_of, pseudonym, resolve_privacy, scrub_report, scrub_text, shown_ids
 from femo.training.runs import RunFolder, seen_modalities
 
 
@@ -126,3 +126,25 @@ def test_official_validation_split_is_used_as_validation() -> None:
     assert val["clip_id"].tolist() == ["c6", "c7"] and test["clip_id"].tolist() == ["c8", "c9"]
     carved = subject_split(index[index["split"] != "val"])[1]  # without val rows: carved from training subjects
     assert len(carved) >= 1 and carved["split"].eq("train").all()
+
+
+def test_scrub_report_reaches_subfolders_but_not_run_folders(tmp_path: Path) -> None:
+    data = tmp_path / "corpus"
+    data.mkdir()
+    pd.DataFrame({"clip_id": ["actor01_take3"], "path": ["a.mp4"], "label": ["happy"]}).to_csv(
+        data / "manifest.csv", index=False)
+    (data / "manifest.meta.json").write_text(json.dumps({"dataset": "mine", "classes": ["happy"]}))
+    report = tmp_path / "reports" / "r1"
+    (report / "tables").mkdir(parents=True)
+    (report / "run" / "fold_1").mkdir(parents=True)
+    line = f"actor01_take3,{data}/a.mp4\n"
+    for name in ("tables/per_clip.csv", "notes.txt", "run/config.json", "run/predictions.csv"):
+        (report / name).write_text(line)
+    (report / "figures.png").write_bytes(b"\x89PNG actor01_take3")
+    scrub_report(report, {"data": str(data / "manifest.csv")}, privacy="blur")
+    for name in ("tables/per_clip.csv", "notes.txt"):  # a notebook's own tables: scrubbed
+        text = (report / name).read_text()
+        assert "actor01_take3" not in text and str(data) not in text and pseudonym("actor01_take3") in text
+    for name in ("run/config.json", "run/predictions.csv"):  # the run later reports read: as trained
+        assert (report / name).read_text() == line
+    assert (report / "figures.png").read_bytes() == b"\x89PNG actor01_take3"

@@ -151,3 +151,19 @@ def test_load_fer_encoder_refuses_a_tampered_file(tmp_path):
         load_fer_encoder(path)
     with pytest.raises(FileNotFoundError, match="not found"):
         load_fer_encoder(tmp_path / "missing.pt")
+
+
+def test_a_run_can_continue_from_earlier_weights(manifest, tmp_path):
+    from femo.training.face_encoder import _new_state
+
+    first = train_face_encoder(manifest, tmp_path / "a", _cfg(), progress=False)
+    start = tmp_path / "a" / "fer_encoder.pt"
+    state = _new_state(_cfg(init=str(start)), steps_per_epoch=6)
+    trained = load_fer_encoder(start).state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in state["net"].state_dict().items())  # starts where a ended
+    assert all(torch.equal(v, trained[k]) for k, v in state["ema"].state_dict().items())
+    second = train_face_encoder(manifest, tmp_path / "b", _cfg(init=str(start), lr=1e-3), progress=False)
+    assert second["init_sha256"] == sha256_file(start) and second["config"]["init"] == str(start)
+    assert second["private_test"]["war"] >= first["private_test"]["war"] - 0.15  # no restart from scratch
+    with pytest.raises(FileNotFoundError, match="not found"):
+        _new_state(_cfg(init=str(tmp_path / "missing.pt")), steps_per_epoch=6)

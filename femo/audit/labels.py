@@ -165,10 +165,9 @@ DEFAULT_ATTRIBUTES: tuple[str, ...] = ("sex", "gender", "age_group", "race", "et
 class LabelAudit:
     """Everything :func:`audit_labels` found.
 
-    clips: one row per clip: clip_id, label, suggested (most probable other class), p_label,
-    p_suggested, quality (cleanlab's label-quality score, 0..1, low = likely error), suspect (bool),
-    oof_correct (the out-of-fold top class is the recorded label),
-    rank (1 = likeliest error; NaN for non-suspects), agreement columns when votes exist
+    clips: one row per clip: clip_id, label, suggested (most probable other class), p_label, p_suggested,
+    quality (cleanlab's label-quality score, 0..1, low = likely error), suspect (bool), oof_correct (the
+    out-of-fold top class is the recorded label), rank (1 = likeliest error; NaN for non-suspects), agreement columns when votes exist
     (n_votes, majority_share, vote_entropy, majority_class, label_is_majority), then the other
     prediction columns (subject, fold, metadata). per_class: per recorded class n_clips,
     n_suspect, suspect_rate. suggestions: suspects x suggested class counts (rows = recorded
@@ -187,6 +186,11 @@ class LabelAudit:
     classes: tuple[str, ...]
     filter_by: str
     rank_by: str
+    verdict: str = ""
+
+    @property
+    def assessed(self) -> bool:  # False for the empty result of not_assessed (no out-of-fold probabilities)
+        return not self.verdict
 
     @property
     def has_votes(self) -> bool:
@@ -201,24 +205,28 @@ class LabelAudit:
         """JSON-ready summary: n_clips, n_suspect, oof_accuracy (top class == recorded label), suspect_rate, suspect_rate_per_class {class: rate
         or None when the class has no clips}, n_suspect_per_class, method, agreement (None without votes)."""
         rates = {c: (None if r.n_clips == 0 else float(r.suspect_rate)) for c, r in self.per_class.iterrows()}
-        out = {"n_clips": int(len(self.clips)), "n_suspect": int(self.clips["suspect"].sum()),
-               "oof_accuracy": float(self.clips["oof_correct"].mean()),
-               "suspect_rate": float(self.clips["suspect"].mean()), "suspect_rate_per_class": rates,
+        n = len(self.clips)
+        out = {"n_clips": int(n), "n_suspect": int(self.clips["suspect"].sum()),
+               "oof_accuracy": float(self.clips["oof_correct"].mean()) if n else None,
+               "suspect_rate": float(self.clips["suspect"].mean()) if n else None, "suspect_rate_per_class": rates,
                "n_suspect_per_class": {c: int(n) for c, n in self.per_class["n_suspect"].items()},
                "method": {"library": "cleanlab.filter.find_label_issues", "filter_by": self.filter_by,
-                          "rank_by": self.rank_by, "probabilities": "out-of-fold"}, "agreement": None}
+                          "rank_by": self.rank_by, "probabilities": "out-of-fold"}, "agreement": None,
+               "assessed": self.assessed, "verdict": self.verdict}
         if self.has_votes:
-            per_class = self.agreement_per_class
+            per_class = self.agreement_per_class[["majority_share", "vote_entropy"]].astype(object)
             out["agreement"] = {
                 "mean_majority_share": float(self.clips["majority_share"].mean()),
                 "mean_vote_entropy": float(self.clips["vote_entropy"].mean()),
                 "label_is_majority": float(self.clips["label_is_majority"].mean()),
-                "per_class": {c: {k: _num(r[k]) for k in ("majority_share", "vote_entropy")} for c, r in per_class.iterrows()},
+                "per_class": per_class.where(per_class.notna(), None).to_dict("index"),
                 "suspect_vs_rest": dict(self.agreement_test)}
         return out
 
     def summary(self) -> str:
         """One paragraph in words."""
+        if not self.assessed:
+            return self.verdict
         m = self.to_metrics()
         worst = self.per_class[self.per_class["n_clips"] > 0]["suspect_rate"].idxmax() if m["n_suspect"] else None
         text = (f"{m['n_suspect']} of {m['n_clips']} clips ({m['suspect_rate']:.1%}) are suspected label errors "
@@ -236,10 +244,6 @@ class LabelAudit:
         elif not self.has_votes:
             text += " The data has no vote_<class> columns, so annotator agreement is not assessed."
         return text
-
-
-def _num(x) -> float | None:
-    return None if pd.isna(x) else float(x)
 
 
 def _label_codes(pred: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
@@ -374,3 +378,23 @@ def _agreement_per_class(clips: pd.DataFrame, classes: Sequence[str], has_votes:
     table["n_clips"] = table["n_clips"].fillna(0).astype(int)
     table.index.name = "label"
     return table
+
+
+
+def empty_oof(classes: Sequence[str]) -> OutOfFold:
+    """An :class:`OutOfFold` with no rows (columns clip_id, label, predicted, p_<class>, oof_fold)."""
+    return OutOfFold(pd.DataFrame(columns=["clip_id", "label", "predicted", *(f"p_{c}" for c in classes), "oof_fold"]),
+                     tuple(classes), ())
+
+
+def not_assessed(classes: Sequence[str], verdict: str) -> LabelAudit:
+    """The :class:`LabelAudit` of data that cannot be audited: no clips, zero counts per class,
+    ``verdict`` (words, non-empty) as its summary and in ``to_metrics()["verdict"]``."""
+    if not verdict:
+        raise ValueError("not_assessed needs a verdict saying why the labels were not assessed")
+    classes, none = tuple(classes), np.zeros(0)
+    clips = _clip_table(pd.DataFrame({"clip_id": [], "label": []}), classes, none.astype(int),
+                        np.zeros((0, len(classes))), none.astype(bool), none)
+    return LabelAudit(clips, _per_class(clips, classes), _suggestions(clips, classes), _group_table(clips, [], False),
+                      _agreement_per_class(clips, classes, False), None, classes, "prune_by_noise_rate",
+                      "self_confidence", verdict=verdict)

@@ -65,6 +65,29 @@ def run_options(run: str | Path) -> tuple[Path, Any, Any, list[int] | None]:
     return Path(config["store"]), model, from_dict(TrainConfig, config["train"]), folds
 
 
+#: The verdict of a run whose store has no folds (e.g. FER2013's train / public_test / private_test).
+SINGLE_SPLIT_VERDICT = (
+    "Label quality not assessed: it needs out-of-fold probabilities (every clip scored by a model that never "
+    "trained on it), and this run's store has a single train/val/test split and no 'fold' column, so only its "
+    "test clips were ever scored out of sample. Give the manifest subject-disjoint folds (a 'fold' column) and "
+    "train with `femo train STORE --out RUN --folds all` to audit every clip.")
+
+
+def oof_problem(run: str | Path) -> str | None:
+    """Why ``run`` cannot give out-of-fold probabilities for its clips, in words, or None when it can:
+    it is a k-fold run, or its store has a ``fold`` column with two or more folds among its ok clips
+    (a single-fold run is then retrained on every fold by :func:`retrain_folds`). A store with a
+    single train/val/test split gets :data:`SINGLE_SPLIT_VERDICT`."""
+    from femo.audit.labels import has_oof
+    from femo.data.store import ok_clips, read_index
+
+    if has_oof(run):
+        return None
+    index = ok_clips(read_index(run_options(run)[0]))
+    folds = index["fold"].dropna().nunique() if "fold" in index.columns else 0
+    return None if folds >= 2 else SINGLE_SPLIT_VERDICT
+
+
 def retrain_folds(run: str | Path, *, out: str | Path, exclude: Sequence[str] = (), progress: bool = False,
                   keep_checkpoints: bool = True) -> dict[str, Any]:
     """Retrain ``run``'s options on its store's folds into ``out``: the same folds for a k-fold run,

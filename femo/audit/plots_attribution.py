@@ -182,7 +182,8 @@ def plot_region_masks(faces: np.ndarray, labels: np.ndarray, names: Sequence[str
 
 
 def plot_randomisation(table: pd.DataFrame, *, threshold: float, title: str = "Cascading model randomisation"):
-    """Rank correlation of trained vs randomised maps per cascade step (mean with min-max band).
+    """Rank correlation of trained vs randomised maps per cascade step (mean with min-max band, and
+    the whole maps' correlation as a dotted line when the table has ``spearman_maps``).
 
     table: :attr:`femo.audit.attribution_sanity.RandomisationCheck.table`; threshold: the pass line.
     """
@@ -193,7 +194,10 @@ def plot_randomisation(table: pd.DataFrame, *, threshold: float, title: str = "C
     low, high, mean = (pd.to_numeric(table[c], errors="coerce").to_numpy(float)
                        for c in ("spearman_min", "spearman_max", "spearman"))
     ax.fill_between(x, low, high, color="#56B4E9", alpha=0.3, label="min-max over clips")
-    ax.plot(x, mean, marker="o", color="#0072B2", label="mean")
+    ax.plot(x, mean, marker="o", color="#0072B2", label="mean (model factor: checked)")
+    if "spearman_maps" in table:  # the whole maps, which keep the input's difference from the baseline
+        ax.plot(x, pd.to_numeric(table["spearman_maps"], errors="coerce").to_numpy(float), marker=".", ls=":",
+                color="#777777", label="whole |attribution| maps")
     ax.axhline(threshold, ls="--", color="#D55E00", label=f"pass below {threshold:.2f}")
     ax.set_xticks(x, [f"{s}\n{n} layers" for s, n in zip(table["step"], table["n_modules"])], fontsize=9)
     ax.set(ylim=(-0.2, 1.05), xlabel="randomisation step (top layers first, cumulative)",

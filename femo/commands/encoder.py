@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--limit", type=int, default=None, help="at most N images per split (smoke runs)")
     t.add_argument("--no-pretrained", action="store_true", help="random init instead of face-api.js weights")
+    t.add_argument("--init", type=Path, default=None,
+                   help="start from this fer_encoder state dict (a previous run's fer_encoder.pt)")
     t.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=run_train)
@@ -56,7 +58,8 @@ def run_train(args) -> int:
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                  "threads": args.threads, "limit": args.limit}
     cfg = EncoderTrainConfig(**{k: v for k, v in overrides.items() if v is not None},
-                             pretrained=not args.no_pretrained)
+                             pretrained=not args.no_pretrained,
+                             init=None if args.init is None else str(args.init.resolve()))
     try:
         result = train_face_encoder(args.manifest, args.out, cfg, resume=args.resume, progress=not args.quiet,
                                     command=" ".join(["femo", *sys.argv[1:]]))

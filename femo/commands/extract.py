@@ -33,6 +33,8 @@ def _defaults():
 
 def register(subparsers) -> None:
     """Add the ``extract`` sub-command to ``subparsers``."""
+    from femo.features.functionals import FUNCTIONAL_SETS  # numpy only: opensmile loads on first use
+
     p = subparsers.add_parser("extract", help="extract features of a manifest's clips into a feature store",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("manifest", nargs="?", type=Path, help="manifest CSV (its .meta.json sidecar gives classes)")
@@ -56,8 +58,10 @@ def register(subparsers) -> None:
                    help=f"run the pose model on every k-th sampled frame (default {d.pose_stride})")
     p.add_argument("--pitch", choices=("yin", "pyin"), default=d.pitch,
                    help=f"pitch tracker (default {d.pitch}; pyin is ~25x slower)")
-    p.add_argument("--audio-functionals", choices=("none", "egemaps", "compare"), default="none",
-                   help="openSMILE functionals stored per clip: egemaps (88), compare (6,373) or none (default)")
+    p.add_argument("--audio-functionals", choices=tuple(FUNCTIONAL_SETS), default="none",
+                   help="utterance functionals stored per clip: egemaps (88), compare (6,373), librosa (218 "
+                        "log-mel/MFCC/pitch/energy statistics), a '+' combination (egemaps+librosa: 306) "
+                        "or none (default)")
     p.add_argument("--max-side", type=int, default=d.max_side, help="downscale decoded frames to this longer side (px)")
     p.add_argument("--image-max-side", type=int, default=d.image_max_side,
                    help=f"downscale still images and frame-folder images to this longer side (default {d.image_max_side})")

@@ -6,13 +6,22 @@ Examples::
     femo predict a.mp4 b.mp4 c.mp4 --run RUN --window 2.0 --hop 0.5 --out all.csv
     femo predict calls/ --run RUN --out-dir results/ --workers 2      # resumable; results/summary.csv
     femo predict talk.mp4 --run RUN --video-out talk_annotated.mp4   # box, label, class bars; audio kept
+    femo predict panel.mp4 --run RUN --faces all --max-faces 4 --out panel.csv  # one timeline per face_id
     femo predict face.jpg --audio voice.flac --run RUN --out pair.csv  # a face and a voice recorded apart
     femo predict --manifest pairs.csv --run RUN --out pairs_pred.csv  # rows with path and audio_path
 
 Each video is decoded once (streaming); windows of ``--window`` seconds every ``--hop`` seconds
 get per-class probabilities, the predicted label, the fraction of frames with a face and its box,
 and whether audio was present; the clip summary is the mean of the window probabilities (JSON
-layout in ``femo.inference.outputs``). With several videos, a failing file is reported and skipped;
+layout in ``femo.inference.timeline``).
+
+Main face (the default, ``--faces main``): among the faces the detector finds, the first one chosen
+maximises sqrt(area) x (1 - distance of its centre from the frame centre / 0.707); after that the
+face nearest the previous box is followed for the whole video. ``--faces all`` gives one timeline
+per person instead (up to ``--max-faces``), with ids that stay stable across the video
+(``femo.inference.faces``).
+
+With several videos, a failing file is reported and skipped;
 the others go on, and the exit status is 1 when any failed (2 when the run cannot be loaded).
 """
 from __future__ import annotations
@@ -50,6 +59,16 @@ def register(subparsers) -> None:
                    help="many videos (VIDEO may be a folder of videos or a quoted glob): one OUT_DIR/<name>.json "
                         "each plus OUT_DIR/summary.csv; results already there from the same run are kept (resume)")
     p.add_argument("--workers", type=int, default=1, help="with --out-dir: videos predicted in parallel processes")
+    p.add_argument("--quiet", action="store_true",
+                   help="with --out-dir: no progress bars (they are shown only on a terminal anyway: one per "
+                        "active worker and a total with the overall ETA)")
+    p.add_argument("--faces", choices=("main", "all"), default="main",
+                   help="main (default): one timeline of the main face -- the first face chosen is the one with the "
+                        "largest sqrt(area) x (1 - distance of its centre from the frame centre / 0.707), then the "
+                        "face nearest the previous box is followed; all: one timeline per face id (CSV column "
+                        "face_id, JSON key face_id), ids stable across the video (box overlap, then colour "
+                        "appearance after an absence), face 0 being the default mode's first main face")
+    p.add_argument("--max-faces", type=int, default=3, help="with --faces all: people tracked at most (default 3)")
     p.set_defaults(func=run)
 
 
@@ -77,6 +96,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.videos:
         print("error: give VIDEO file(s), or --manifest CSV", file=sys.stderr)
         return 2
+    if args.faces == "all" and (args.out_dir is not None or args.video_out is not None):
+        print("error: --faces all writes --out and --plot; --out-dir and --video-out follow the main face only",
+              file=sys.stderr)
+        return 2
+    if args.max_faces < 1:
+        print(f"error: --max-faces must be >= 1, got {args.max_faces}", file=sys.stderr)
+        return 2
     if args.out_dir is not None:
         return _batch(args, classes)
     try:
@@ -87,6 +113,14 @@ def run(args: argparse.Namespace) -> int:
     done, failed, many = [], [], len(args.videos) > 1
     with predictor:
         for video in args.videos:
+            if args.faces == "all":
+                try:
+                    done += _all_faces(predictor, video, args, many)
+                except (MediaError, ValueError, OSError) as exc:
+                    reason = str(exc) if str(video) in str(exc) else f"{video}: {exc}"
+                    failed.append((video, f"{type(exc).__name__}: {reason}"))
+                    print(f"failed: {reason}", file=sys.stderr)
+                continue
             try:
                 tl = predictor.timeline(video, window=args.window, hop=args.hop)
                 if args.plot is not None:
@@ -108,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{video}: {tl.label} (p={top:.2f}; {len(tl.spans)} windows over {tl.duration:.1f} s, "
                   f"face in {tl.face_found.mean():.0%} of frames, audio {'yes' if tl.audio.any() else 'no'})")
     if args.out is not None and done:
-        write_results(done, args.out, as_list=many)
+        write_results(done, args.out, as_list=many or args.faces == "all")
     if args.out is not None and failed:
         add_failures(args.out, failed, as_list=many, good=bool(done))
     if failed:
@@ -117,6 +151,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _all_faces(predictor, video: Path, args: argparse.Namespace, many: bool) -> list:
+    """``--faces all``: the timelines of every face id of ``video`` (plots PLOT_face<id>.png), printed."""
+    from femo.inference.outputs import plot_timeline
+
+    tls = predictor.timelines(video, window=args.window, hop=args.hop, max_faces=args.max_faces)
+    if not tls:
+        print(f"{video}: no face found")
+    for tl in tls:
+        if args.plot is not None:
+            plot = _plot_path(args.plot, video, many)
+            plot_timeline(tl, plot.with_name(f"{plot.stem}_face{tl.face_id}{plot.suffix or '.png'}"))
+        print(f"{video} face {tl.face_id}: {tl.label} (p={tl.summary_probabilities.max():.2f}; "
+              f"{len(tl.spans)} windows with this face, from {tl.spans[0, 0]:.1f} s to {tl.spans[-1, 1]:.1f} s)")
+    return tls
 
 
 def _pairs(args: argparse.Namespace) -> int:
@@ -198,7 +248,7 @@ def _batch(args: argparse.Namespace, classes) -> int:
         return 2
     try:
         summary = predict_many(videos, args.run, args.out_dir, window=args.window, hop=args.hop,
-                               workers=args.workers, classes=classes)
+                               workers=args.workers, classes=classes, progress=not args.quiet)
     except (RunError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,8 +31,9 @@ class ExtractError(ValueError):
 class ExtractConfig:
     """Extraction settings: T frames, S crop side (px), audio rate (Hz), pose on every k-th frame,
     pitch tracker ("yin" | "pyin"), optional cap on the decoded frame's longer side (px), and the
-    openSMILE functional set stored per clip ("none" | "egemaps" | "compare"; see
-    :mod:`femo.features.functionals`; "none" by default: it adds 0.06-0.5 s per clip).
+    functional set stored per clip ("none" | "egemaps" | "compare" | "librosa" or a "+" combination
+    such as "egemaps+librosa"; see :mod:`femo.features.functionals`; "none" by default: openSMILE
+    adds 0.06-0.5 s per clip).
     ``image_max_side`` caps the longer side (px) of still images and frame-folder images before
     landmarking (a 4000x4000 photo repeated T times would otherwise cost T full-size copies)."""
 
@@ -54,8 +55,10 @@ class ExtractConfig:
             bad.append(f"image_max_side={self.image_max_side}")
         if self.pitch not in ("yin", "pyin"):
             bad.append(f"pitch={self.pitch!r} (yin | pyin)")
-        if self.audio_functionals not in ("none", "egemaps", "compare"):
-            bad.append(f"audio_functionals={self.audio_functionals!r} (none | egemaps | compare)")
+        from femo.features.functionals import FUNCTIONAL_SETS
+
+        if self.audio_functionals not in FUNCTIONAL_SETS:
+            bad.append(f"audio_functionals={self.audio_functionals!r} ({' | '.join(FUNCTIONAL_SETS)})")
         if bad:
             raise ExtractError(f"invalid extraction settings: {', '.join(bad)} (frames >= 1, face size >= 16, "
                                "pose stride >= 1, sample rate >= 8000, max side >= 32)")
@@ -134,7 +137,7 @@ def _audio_record(audio: np.ndarray | None, features: dict, config: ExtractConfi
     if audio is None:
         values, reason = empty_functionals(config.audio_functionals), ""
     else:
-        values, reason = functionals(audio, config.audio_functionals, config.sample_rate)
+        values, reason = functionals(audio, config.audio_functionals, config.sample_rate, features=features)
     if reason and reason not in note:
         note = f"{note}; functionals: {reason}" if note else f"functionals: {reason}"
     return {"functionals": values, "voiced_ratio": voiced_ratio(features["prosody"]), "audio_note": note}

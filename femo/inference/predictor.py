@@ -81,6 +81,9 @@ def load_run_model(run: str | Path, *, classes=None, device: str = "cpu") -> Run
     if net.absent_modalities:  # said once per loaded run: these inputs are ignored even when a file has them
         print(f"{folder.path}: {', '.join(net.absent_modalities)} absent from every training clip; "
               "masked at inference", file=sys.stderr)
+    if data.speaker_norm:  # said once per loaded run
+        print(f"{folder.path}: trained with per-speaker audio normalisation; femo predict scores each video's "
+              "audio unnormalised (no speaker statistics at inference)", file=sys.stderr)
     extraction = folder.extraction
     return RunModel(head.to(device).eval(), None if frames is None else frames.to(device).eval(),
                     names, data, int(extraction["face_size"]), extraction, folder.path)
@@ -118,7 +121,7 @@ class Predictor:
     def __init__(self, model: RunModel, *, chunk: int = 16, log_path: str | Path | None = None,
                  reference: bool = False) -> None:
         self.model, self.chunk, self.log_path, self.reference = model, chunk, log_path, reference
-        self._featurizer = None
+        self._featurizer = self._faces = None
         self.last_fusion_seconds = 0.0
 
     @classmethod
@@ -136,6 +139,7 @@ class Predictor:
         if self._featurizer is not None:
             self._finalizer()
             self._featurizer = None
+        self._close_faces()
 
     def __enter__(self) -> Predictor:
         return self
@@ -159,11 +163,42 @@ class Predictor:
             self._finalizer = weakref.finalize(self, self._featurizer.close)
         return self._featurizer
 
-    def timeline(self, path: str | Path, *, window: float = WINDOW_SECONDS, hop: float = HOP_SECONDS) -> Timeline:
-        """Predict every window of the video ``path``; raises :class:`femo.data.decode.MediaError`."""
+    def face_featurizer(self, max_faces: int):
+        """The :class:`femo.inference.faces.MultiFaceFeaturizer` for ``max_faces`` faces (kept
+        while ``max_faces`` stays the same)."""
+        from femo.inference.faces import MultiFaceFeaturizer
+
+        if self.reference:
+            raise ValueError("--faces all has no reference path; use Predictor(reference=False)")
+        if self._faces is None or self._faces.max_faces != max_faces:
+            self._close_faces()
+            m = self.model
+            stride = int(m.extraction["pose_stride"]) if "landmarks" in m.head.modalities else None
+            self._faces = MultiFaceFeaturizer(max_faces=max_faces, frame_encoder=m.frames, crop_size=m.crop_size,
+                                              model_size=m.data.face_size, pose_stride=stride, log_path=self.log_path)
+            self._faces_finalizer = weakref.finalize(self, self._faces.close)
+        return self._faces
+
+    def _close_faces(self) -> None:
+        if self._faces is not None:
+            self._faces_finalizer()
+            self._faces = None
+
+    def timelines(self, path: str | Path, *, window: float = WINDOW_SECONDS, hop: float = HOP_SECONDS,
+                  max_faces: int = 3) -> list[Timeline]:
+        """One timeline per face id (up to ``max_faces`` people, stable ids: :mod:`femo.inference.faces`),
+        in id order; an empty list when no face is ever found. Raises :class:`femo.data.decode.MediaError`."""
+        from femo.inference.face_timelines import run_face_timelines
+
+        return run_face_timelines(self, Path(path), window=window, hop=hop, max_faces=max_faces)
+
+    def timeline(self, path: str | Path, *, window: float = WINDOW_SECONDS, hop: float = HOP_SECONDS,
+                 progress=None) -> Timeline:
+        """Predict every window of the video ``path``; raises :class:`femo.data.decode.MediaError`.
+        ``progress``: optional callable, given the video time (s) reached after each chunk."""
         from femo.inference.stream import run_timeline
 
-        return run_timeline(self, Path(path), window=window, hop=hop)
+        return run_timeline(self, Path(path), window=window, hop=hop, progress=progress)
 
     def predict_timeline(self, path: str | Path, window: float = WINDOW_SECONDS, hop: float = HOP_SECONDS) -> pd.DataFrame:
         """One row per window: start, end, label, p_<class>..., face_found, face_x0..face_y1, audio."""

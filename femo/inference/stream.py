@@ -17,7 +17,10 @@ A video is read once, front to back, and never held in memory as a whole:
   k-th frame (k = fps x window / T), :class:`FrameFeaturizer` with the extraction trackers
   restarted at every chunk, eager PyTorch.
 * **Audio** (:class:`AudioStream`): decoded and resampled chunk by chunk; a window takes its own
-  samples and gets its features exactly as a training clip does (0 dB = the window's maximum).
+  samples and gets its features exactly as a training clip does (0 dB = the window's maximum);
+  runs whose audio encoder reads utterance functionals (``audio_input`` ``functionals`` or
+  ``both``) get the set of their width computed on the window's samples, as extraction computes
+  it on a clip (openSMILE costs ~0.06-0.5 s per window on this CPU: RTF 0.1-1 for eGeMAPS).
 * **Windows**: after each chunk, the windows whose T target times are all covered are assembled
   into sample dicts and sent through the head in one batch.
 """
@@ -230,6 +233,9 @@ class _Windows:
 
         self.audio_config = AudioConfig(sample_rate=self.data.sample_rate,
                                         pitch=predictor.model.extraction.get("pitch", "yin"))
+        from femo.inference.window_audio import functionals_set
+
+        self.functionals = functionals_set(predictor.model.head.config)
 
     def emit(self, buffer: FrameBuffer, *, final: bool) -> None:
         """Predict every pending window whose frames are all in ``buffer`` (all of them if ``final``)."""
@@ -263,6 +269,7 @@ class _Windows:
         """The window's audio inputs, exactly as :class:`femo.data.dataset.FeatureDataset` builds them."""
         from femo.data.dataset import audio_inputs
         from femo.features.audio import audio_features
+        from femo.inference.window_audio import window_audio_features, window_functionals
 
         t0 = time.perf_counter()
         frames = self.data.audio_frames
@@ -270,12 +277,16 @@ class _Windows:
         present = len(seg) > 0
         mel, pro = np.zeros((1, 64, frames), np.float32), np.zeros((frames, 4), np.float32)
         if present and "audio" in self.p.model.head.modalities:
-            feats = audio_features(seg, self.audio_config)
+            # the fast path skips librosa (same features: femo.inference.window_audio); the reference keeps it
+            feats = None if self.p.reference else window_audio_features(seg, self.audio_config)
+            feats = feats if feats is not None else audio_features(seg, self.audio_config)
             mel, pro = audio_inputs(feats["logmel"], feats["prosody"], frames)
         self.out["audio"].append(present)
+        inputs = {"audio": torch.from_numpy(mel), "prosody": torch.from_numpy(pro), "audio_mask": torch.tensor(present)}
+        if self.functionals is not None:
+            inputs["functionals"] = torch.from_numpy(window_functionals(seg, self.functionals, self.audio_config))
         self.seconds["audio"] += time.perf_counter() - t0
-        return {"audio": torch.from_numpy(mel), "prosody": torch.from_numpy(pro),
-                "audio_mask": torch.tensor(present)}
+        return inputs
 
     def _predict(self, samples: list[dict]) -> None:
         batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
@@ -300,13 +311,21 @@ def _frames_with_time(path: Path, every: int, max_side, seconds: dict, needed: n
         yield item
 
 
-def run_timeline(predictor, path: Path, *, window: float, hop: float) -> Timeline:
-    """Stream ``path`` through ``predictor``; see the module docstring."""
+def check_video(path: Path):
+    """:func:`femo.data.decode.probe` of ``path``; MediaError unless it is a video (or frame folder)
+    with a positive duration."""
     info = probe(path)
     if info.kind not in ("video", "frames"):
         raise MediaError(f"{path}: {info.kind} file, not a video; femo predict needs frames")
     if info.duration <= 0:
         raise MediaError(f"{path}: zero-length video (duration {info.duration} s)")
+    return info
+
+
+def run_timeline(predictor, path: Path, *, window: float, hop: float, progress=None) -> Timeline:
+    """Stream ``path`` through ``predictor``; see the module docstring. ``progress``: called with
+    the video time (s) reached after each chunk."""
+    info = check_video(path)
     data = predictor.model.data
     spans = window_spans(info.duration, window, hop)
     step = min(window, info.duration) / data.num_frames
@@ -319,7 +338,7 @@ def run_timeline(predictor, path: Path, *, window: float, hop: float) -> Timelin
     with ExitStack() as stack:
         audio = stack.enter_context(AudioStream(path, sample_rate=data.sample_rate)) if info.has_audio else None
         windows = _Windows(predictor, spans, audio)
-        buffer = _stream(path, featurizer, windows, every, predictor, seconds)
+        buffer = _stream(path, featurizer, windows, every, predictor, seconds, progress)
         if not len(buffer.times):
             raise MediaError(f"{path}: no decodable video frames")
         windows.emit(buffer, final=True)
@@ -338,7 +357,8 @@ def run_timeline(predictor, path: Path, *, window: float, hop: float) -> Timelin
                     envelope=envelope, seconds=seconds)
 
 
-def _stream(path: Path, featurizer, windows: _Windows, every: int, predictor, seconds: dict) -> FrameBuffer:
+def _stream(path: Path, featurizer, windows: _Windows, every: int, predictor, seconds: dict,
+            progress=None) -> FrameBuffer:
     """Decode, featurize chunk by chunk and emit the windows that are ready; returns the buffer."""
     buffer = FrameBuffer()
     frames, times = [], []
@@ -349,6 +369,8 @@ def _stream(path: Path, featurizer, windows: _Windows, every: int, predictor, se
         frames.clear()
         times.clear()
         windows.emit(buffer, final=False)
+        if progress is not None:
+            progress(float(buffer.times[-1]))
 
     needed = None if predictor.reference else needed_times(windows.spans, predictor.model.data.num_frames)
     for t, rgb in _frames_with_time(path, every, max_side, seconds, needed):

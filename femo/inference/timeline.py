@@ -9,7 +9,7 @@
 * **Timeline.** Per-window probabilities, face presence and box, audio presence and the waveform
   envelope; its JSON::
 
-    {"file": str, "duration": float s,
+    {"file": str, "duration": float s, "face_id": int (only with ``--faces all``),
      "summary": {"label": str, "probabilities": {class: float}},
      "windows": [{"start": s, "end": s, "label": str, "probabilities": {class: float},
                   "face": {"found": fraction of the window's T frames with a face,
@@ -72,6 +72,7 @@ class Timeline:
     audio: np.ndarray
     envelope: np.ndarray | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    face_id: int | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -89,8 +90,10 @@ class Timeline:
         return self.classes[int(self.summary_probabilities.argmax())]
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per window: start, end, label, p_<class>..., face_found, face_x0..face_y1, audio."""
+        """One row per window: [face_id,] start, end, label, p_<class>..., face_found, face_x0..face_y1, audio."""
         df = pd.DataFrame({"start": self.spans[:, 0], "end": self.spans[:, 1], "label": self.labels})
+        if self.face_id is not None:
+            df.insert(0, "face_id", self.face_id)
         for i, c in enumerate(self.classes):
             df[f"p_{c}"] = self.probabilities[:, i]
         df["face_found"] = self.face_found
@@ -111,6 +114,9 @@ class Timeline:
                 "face": {"found": round(float(self.face_found[j]), 4),
                          "box": None if np.isnan(box).any() else [round(float(v), 4) for v in box]},
                 "audio": bool(self.audio[j])})
-        return {"file": self.file, "duration": round(float(self.duration), 3),
+        head = {"file": self.file, "duration": round(float(self.duration), 3)}
+        if self.face_id is not None:
+            head["face_id"] = self.face_id
+        return {**head,
                 "summary": {"label": self.label, "probabilities": probs(self.summary_probabilities)},
                 "windows": windows}

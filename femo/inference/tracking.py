@@ -20,7 +20,8 @@ Here the state lives for the whole video (:meth:`StreamFaceTracker.begin` starts
   on screen costs a few landmarker calls per second instead of ~45 per chunk.
 * **Pose** (:class:`StreamPoseTracker`): the body landmarker (IMAGE mode, as extraction) runs on
   the middle frame of each group of ``stride`` consecutive kept frames, which the group copies:
-  every frame's pose comes from at most ``stride // 2`` kept frames away.
+  every frame's pose comes from at most ``stride // 2`` kept frames away; a detection counts as a
+  body only under extraction's rule (:func:`femo.features.pose.body_in_frame`).
 
 The main-face rule is extraction's (:func:`femo.features.face.choose_face`): large and central
 first, then the face nearest the previous box, now followed across chunks.
@@ -36,7 +37,7 @@ import torch
 from femo.data.dataset import face_inputs
 from femo.features import quiet_native_stderr
 from femo.features.face import FaceFrame, FaceTrack, FaceTracker, _mp_image, choose_face
-from femo.features.pose import N_POSE, PoseTrack, PoseTracker
+from femo.features.pose import N_POSE, PoseTrack, PoseTracker, body_in_frame
 from femo.inference.stream import FrameFeaturizer
 
 #: Video seconds between two tile searches while no face is found.
@@ -125,8 +126,11 @@ class StreamPoseTracker(PoseTracker):
                 i = members[min(len(members) - 1, max(0, g * self.stride + self.stride // 2 - index[members[0]]))]
                 result = self._lm.detect(_mp_image(frames[i]))
                 if result.pose_landmarks:
-                    pose[members] = [[p.x, p.y, p.z, p.visibility or 0.0] for p in result.pose_landmarks[0]]
-                    found[members] = True
+                    points = np.array([[p.x, p.y, p.z, p.visibility or 0.0] for p in result.pose_landmarks[0]],
+                                      np.float32)
+                    if body_in_frame(points):  # extraction's rule: else no body
+                        pose[members] = points
+                        found[members] = True
         self._count += n
         return PoseTrack(pose=pose, pose_found=found)
 
@@ -143,10 +147,13 @@ class StreamFeaturizer(FrameFeaturizer):
         # the parent's __init__ would build the per-clip trackers: set the same attributes instead
         self.encoder, self.crop_size, self.model_size = frame_encoder, crop_size, model_size
         self.fast = None if frame_encoder is None else FastFrameEncoder(frame_encoder, size=model_size)
-        self.face = StreamFaceTracker(face_size=crop_size, log_path=log_path)
+        self.face = self._face_tracker(crop_size, log_path)
         self.pose = StreamPoseTracker(stride=pose_stride, log_path=log_path) if pose_stride else None
         self.seconds = {"landmarks": 0.0, "cnn": 0.0}
         self._pool = None
+
+    def _face_tracker(self, crop_size: int, log_path) -> StreamFaceTracker:
+        return StreamFaceTracker(face_size=crop_size, log_path=log_path)
 
     def begin(self) -> None:
         """Start a new video: tracking state and pose group count."""
@@ -161,19 +168,26 @@ class StreamFeaturizer(FrameFeaturizer):
             self._pool.shutdown(wait=True)
             self._pool = None
 
+    def _start_pose(self, frames: np.ndarray):
+        """Submit the body landmarker on ``frames`` to the pose thread (created on first use);
+        returns its future, or None without a pose model."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self.pose is None:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="femo-pose")
+        return self._pool.submit(self.pose.track, frames)
+
     def __call__(self, frames: np.ndarray, times: np.ndarray) -> dict[str, np.ndarray]:
         """frames (N, H, W, 3) uint8 RGB, times (N,) s -> the chunk's :class:`~femo.inference.stream.FrameBuffer`
         arrays. The body landmarker runs in a second thread while the face mesh and the CNN run
         here (mediapipe and onnxruntime release the GIL), so the two cores share the work."""
-        from concurrent.futures import ThreadPoolExecutor
-
         from femo.features.geometry import geometry_vector
 
         t0 = time.perf_counter()
         n = len(frames)
-        if self.pose is not None and self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="femo-pose")
-        pose = self._pool.submit(self.pose.track, frames) if self.pose is not None else None
+        pose = self._start_pose(frames)
         track = self.face.track(frames, times)
         t1 = time.perf_counter()
         emb = self._embed(track.faces, track.face_found)

@@ -13,6 +13,14 @@ values), ``audio_mask`` (B,) bool (False = no audio). ``audio_input`` picks what
   (:class:`RunningStandardize`, rows without audio excluded; stored with the weights, so inference
   uses the same ones), then an MLP with dropout gives one token, L = 1.
 * ``"both"``: the functionals token is added to every log-mel token (L = A // 8).
+
+``members`` = K > 1 makes the functionals path an ensemble of K MLPs (independent weights, one
+shared standardiser) giving K tokens (L = K for ``"functionals"``; their mean for ``"both"``).
+In training each sample's mask keeps one member drawn at random, so with the ``mean`` temporal
+block and the modality's linear head every member is fitted on its own random share of the
+samples (bagging-like diversity); in eval all K are kept and the logits are the mean of the K
+members' logits (the head is linear). Small labelled sets (a few thousand utterances) are where
+this pays: one MLP's test score swings with its initialisation and its early-stopping epoch.
 """
 from __future__ import annotations
 
@@ -28,6 +36,11 @@ CLIP = 8.0
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(1, c_out), nn.GELU())
+
+
+def _mlp(in_dim: int, dim: int, hidden: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, dim))
 
 
 class RunningStandardize(nn.Module):
@@ -69,8 +82,7 @@ class FunctionalsMLP(nn.Module):
     def __init__(self, in_dim: int, dim: int, *, hidden: int = 256, dropout: float = 0.1) -> None:
         super().__init__()
         self.norm = RunningStandardize(in_dim)
-        self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, dim))
+        self.mlp = _mlp(in_dim, dim, hidden, dropout)
 
     def forward(self, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.norm(torch.nan_to_num(x.float()), present))
@@ -80,14 +92,19 @@ class AudioEncoder(nn.Module):
     """Audio -> tokens (B, L, D) with mask (B, L) = audio_mask repeated; see the module docstring.
 
     audio_input: one of :data:`AUDIO_INPUTS`. functionals_dim: F, required unless ``"logmel"``.
+    members: K functionals MLPs (an ensemble; 1 = a single MLP). hidden: their hidden width.
     """
 
     def __init__(self, *, dim: int, n_mels: int = 64, channels: int = 32, dropout: float = 0.1,
-                 audio_input: str = "logmel", functionals_dim: int | None = None) -> None:
+                 audio_input: str = "logmel", functionals_dim: int | None = None, members: int = 1,
+                 hidden: int = 256) -> None:
         super().__init__()
         if audio_input not in AUDIO_INPUTS:
             raise ValueError(f"unknown audio_input {audio_input!r}; choose one of {list(AUDIO_INPUTS)}")
-        self.audio_input = audio_input
+        if members < 1 or (members > 1 and audio_input == "logmel"):
+            raise ValueError(f"members={members}: needs >= 1, and > 1 only with functionals (audio_input "
+                             f"'functionals' or 'both', got {audio_input!r})")
+        self.audio_input, self.members = audio_input, members
         self.n_mels = n_mels
         if audio_input != "functionals":
             if n_mels % 8:
@@ -100,7 +117,9 @@ class AudioEncoder(nn.Module):
             if not functionals_dim:
                 raise ValueError(f"audio_input={audio_input!r} needs functionals_dim (F of the store's "
                                  "functionals; extract with audio_functionals='egemaps' or 'compare')")
-            self.functionals = FunctionalsMLP(functionals_dim, dim, dropout=dropout)
+            self.functionals = FunctionalsMLP(functionals_dim, dim, dropout=dropout, hidden=hidden)
+            # members 2..K: MLPs reading the standardised values of member 1 (self.functionals)
+            self.extra_members = nn.ModuleList(_mlp(functionals_dim, dim, hidden, dropout) for _ in range(members - 1))
 
     def input_keys(self) -> list[str]:
         """The batch keys this encoder reads."""
@@ -124,7 +143,15 @@ class AudioEncoder(nn.Module):
             if "functionals" not in batch:
                 raise ValueError(f"audio_input={self.audio_input!r} needs batch['functionals'] (B, F): the store "
                                  "was extracted without functionals (audio_functionals='none')")
-            f = self.functionals(batch["functionals"], present).unsqueeze(1)  # (B, 1, D)
-            tokens = f if tokens is None else tokens + f
+            f = self._member_tokens(batch["functionals"], present)  # (B, K, D)
+            tokens = f if tokens is None else tokens + f.mean(1, keepdim=True)
         mask = present.unsqueeze(1).expand(-1, tokens.shape[1])  # (B, L)
+        if self.members > 1 and self.audio_input == "functionals" and self.training:
+            pick = torch.randint(self.members, (len(mask),), device=mask.device)  # one member per sample
+            mask = mask & F.one_hot(pick, self.members).bool()
         return tokens * mask.unsqueeze(-1).to(tokens.dtype), mask
+
+    def _member_tokens(self, x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """(B, F) raw functionals -> (B, K, D), one token per member (the standardiser updates once)."""
+        z = self.functionals.norm(torch.nan_to_num(x.float()), present)  # (B, F) standardised
+        return torch.stack([self.functionals.mlp(z), *(mlp(z) for mlp in self.extra_members)], dim=1)

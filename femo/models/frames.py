@@ -16,6 +16,12 @@ so callers always pass plain RGB crops in [0, 1].
 * ``faceapi_fer`` (256-d): femo's own encoder, face-api.js's architecture fine-tuned on FER2013
   (:mod:`femo.models.fer_encoder`, 48x48 gray); ``weights`` None = the weights shipped in
   ``femo/resources``, or a state dict file.
+* ``crop_cnn`` (64-d): a small CNN trained from scratch with the rest of the net (use
+  ``freeze="full"``): four conv3x3-BatchNorm-ReLU-maxpool blocks (8, 16, 32, 64 channels) at
+  :data:`CROP_CNN_SIZE` px (``input_size`` overrides), 25k parameters, about 2.5 M multiply-adds
+  per frame, so 16-frame clips train end to end on a CPU. ``weights`` None = random init, or a
+  state dict file of the trunk. Made for data whose expressions are visible in small crops (the
+  synthetic set); real faces want a pretrained encoder.
 
 Freeze policies: ``frozen`` (no parameter trains, BatchNorm stays in eval mode even under
 ``.train()``), ``last-block`` (only the last stage trains: ResNet ``layer4``, face-api
@@ -36,7 +42,10 @@ from torch import nn
 from femo.models.face_pretrained import load_faceapi, load_mini_xception
 from femo.models.fer_encoder import load_fer_encoder
 
-FRAME_ENCODERS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "fer_xception", "faceapi", "faceapi_fer")
+FRAME_ENCODERS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "fer_xception", "faceapi", "faceapi_fer",
+                                   "crop_cnn")
+#: Side (px) at which ``crop_cnn`` reads its crops (resized inside the module).
+CROP_CNN_SIZE: int = 48
 FREEZE_POLICIES: tuple[str, ...] = ("frozen", "last-block", "full")
 
 
@@ -74,6 +83,26 @@ class _ResNetTrunk(nn.Module):
     def stages(self) -> list[list[nn.Module]]:
         n = self.net
         return [[n.conv1, n.bn1], [n.layer1], [n.layer2], [n.layer3], [n.layer4]]
+
+
+class _CropCNN(nn.Module):
+    """``crop_cnn``: (N, 3, s, s) normalised crops -> (N, widths[-1]); one stage per block."""
+
+    def __init__(self, widths: tuple[int, ...] = (8, 16, 32, 64)) -> None:
+        super().__init__()
+        blocks, previous = [], 3
+        for width in widths:
+            blocks.append(nn.Sequential(nn.Conv2d(previous, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                        nn.ReLU(inplace=True), nn.MaxPool2d(2)))
+            previous = width
+        self.blocks = nn.Sequential(*blocks)
+        self.out_dim = previous
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x).mean((2, 3))  # global average pool: (N, C)
+
+    def stages(self) -> list[list[nn.Module]]:
+        return [[block] for block in self.blocks]
 
 
 class _PortTrunk(nn.Module):
@@ -160,6 +189,8 @@ def build_frame_encoder(name: str, *, weights: object = None, freeze: str = "fro
     if name.startswith("resnet"):
         trunk, norm = _resnet(name, weights, input_size)
         return FrameEncoder(name=name, backbone=trunk, preprocess=norm, out_dim=trunk.out_dim, freeze=freeze)
+    if name == "crop_cnn":
+        return _crop_cnn(weights, input_size, freeze)
     if _is_weights_enum(weights):
         raise ValueError(f"{name}: weights must be None (femo cache) or a file path, not {weights}")
     loader = {"faceapi": load_faceapi, "fer_xception": load_mini_xception, "faceapi_fer": load_fer_encoder}[name]
@@ -168,6 +199,18 @@ def build_frame_encoder(name: str, *, weights: object = None, freeze: str = "fro
         raise ValueError(f"{name}: fixed input size {net.input_size}, got input_size={input_size}")
     return FrameEncoder(name=name, backbone=_PortTrunk(net), preprocess=_PortPreprocess(net),
                         out_dim=net.feature_dim, freeze=freeze)
+
+
+def _crop_cnn(weights: object, input_size: int | None, freeze: str) -> FrameEncoder:
+    """The ``crop_cnn`` encoder; ``weights`` None (random init) or a state dict file of its trunk."""
+    trunk = _CropCNN()
+    if weights is not None:
+        if _is_weights_enum(weights) or not Path(str(weights)).is_file():
+            raise FileNotFoundError(f"crop_cnn: weights must be None (random init) or a state dict file, got {weights!r}")
+        _load_checkpoint(trunk, Path(weights))
+    # crops in [0, 1] -> roughly zero mean, unit spread; BatchNorm does the rest
+    norm = _Normalize([0.5, 0.5, 0.5], [0.25, 0.25, 0.25], input_size or CROP_CNN_SIZE)
+    return FrameEncoder(name="crop_cnn", backbone=trunk, preprocess=norm, out_dim=trunk.out_dim, freeze=freeze)
 
 
 def _is_weights_enum(weights: object) -> bool:

@@ -96,7 +96,7 @@ def _build_encoder(name: str, config: ModelConfig, frame_encoder: nn.Module | No
         return LandmarkEncoder(in_dim=config.landmark_dim or GEOMETRY_DIM, dim=config.dim, dropout=config.dropout)
     if name == "audio":
         return AudioEncoder(dim=config.dim, dropout=config.dropout, audio_input=config.audio_input,
-                            functionals_dim=config.functionals_dim)
+                            functionals_dim=config.functionals_dim, members=config.audio_members)
     raise ValueError(f"unknown modality {name!r}; choose from {list(MODALITIES)}")
 
 

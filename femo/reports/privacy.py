@@ -7,7 +7,9 @@ synthetic one. With privacy on (anything but ``none``):
 
 * face crops go through :func:`femo.audit.plots_attribution.private_faces`;
 * the report driver (:mod:`femo.reports.execute`) scrubs the executed notebook, its HTML,
-  ``config.json`` and ``metrics.json`` with :func:`scrub_text`: known folders (data root, store,
+  ``config.json``, ``metrics.json`` and every other text file the notebook wrote in its folder or
+  a subfolder (tables, records; :func:`report_text_files`; a trained run folder made there is left
+  as trained, since later reports read it) with :func:`scrub_text`: known folders (data root, store,
   run, report folder, working directory, home) become short names (``DATA/...``, ``STORE``,
   ``RUN``, ``.``, ``~``), any other absolute path keeps only its last two parts, and clip ids
   become stable pseudonyms (``clip-<8 hex>``, the same in every report of one dataset) unless
@@ -159,7 +161,30 @@ def scrub_report(folder: Path, parameters: Mapping[str, object], *, privacy: str
     if data and (Path(data) / "store.json").is_file():
         roots["STORE"] = data
     ids = _clip_ids(data)
-    for path in [*folder.glob("*.ipynb"), *folder.glob("*.html"), *(folder / n for n in ("config.json", "metrics.json",
-                                                                                       "report.json"))]:
+    for path in report_text_files(folder):
         scrub_file(path, roots=roots, clip_ids=ids)
     return mode
+
+
+#: Suffixes of the text files a report folder may hold (the notebook, its HTML, tables, records).
+TEXT_SUFFIXES: frozenset[str] = frozenset({".ipynb", ".html", ".json", ".csv", ".tsv", ".txt", ".md", ".log"})
+#: Text files larger than this (bytes) are left as they are (no report writes one).
+MAX_SCRUB_BYTES = 200 * 2**20
+
+
+def _is_run_folder(path: Path) -> bool:
+    """A trained run folder (``config.json`` beside checkpoints or ``fold_K`` folders): later reports
+    read it by clip id, so it stays as trained (it is the model, not a page of the report)."""
+    return (path / "config.json").is_file() and (any(path.glob("*.pt")) or any(path.glob("fold_*")))
+
+
+def report_text_files(folder: Path) -> list[Path]:
+    """Every text file (:data:`TEXT_SUFFIXES`) under ``folder``, its subfolders included (tables and
+    records a notebook writes there), except inside trained run folders (:func:`_is_run_folder`)."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not _is_run_folder(here / d))
+        found += [here / f for f in sorted(files) if Path(f).suffix.lower() in TEXT_SUFFIXES
+                  and (here / f).stat().st_size <= MAX_SCRUB_BYTES]
+    return found

@@ -79,9 +79,11 @@ def ensure_embeddings(store: str | Path, name: str, *, progress: bool = True) ->
 
 
 def untrained_frozen(model: ModelConfig) -> bool:
-    """True when the model's face path is a frozen torchvision CNN with random weights."""
+    """True when the model's face path is a frozen torchvision CNN (or a frozen ``crop_cnn``, which
+    has no pretrained weights) with random weights."""
     return ("face" in model.modalities and not model.embeddings and model.freeze == "frozen"
-            and model.frame_encoder.startswith("resnet") and not model.frame_weights)
+            and (model.frame_encoder.startswith("resnet") or model.frame_encoder == "crop_cnn")
+            and not model.frame_weights)
 
 
 def resolve_face_path(store: str | Path, model: ModelConfig, *, auto: bool, progress: bool = True,

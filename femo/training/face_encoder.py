@@ -36,7 +36,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from femo.models.face_pretrained import load_faceapi
-from femo.models.fer_encoder import FER_LABELS, FerEncoderNet, fer_encoder_from_faceapi, sha256_file
+from femo.models.fer_encoder import (FER_LABELS, FerEncoderNet, fer_encoder_from_faceapi, load_fer_encoder,
+                                     sha256_file)
 from femo.training.metrics import metrics
 
 
@@ -59,6 +60,7 @@ class EncoderTrainConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     pretrained: bool = True  # start from face-api.js weights (False: random init)
+    init: str | None = None  # start from this FerEncoderNet state dict (a previous run's fer_encoder.pt)
     limit: int | None = None  # at most this many images per split (smoke runs)
     train_split: str = "train"
     select_split: str = "public_test"
@@ -161,7 +163,10 @@ def _logger(out: Path) -> logging.Logger:
 
 def _new_state(cfg: EncoderTrainConfig, steps_per_epoch: int) -> dict:
     torch.manual_seed(cfg.seed)
-    net = fer_encoder_from_faceapi(load_faceapi()) if cfg.pretrained else FerEncoderNet()
+    if cfg.init is not None:
+        net = load_fer_encoder(cfg.init).train()
+    else:
+        net = fer_encoder_from_faceapi(load_faceapi()) if cfg.pretrained else FerEncoderNet()
     ema = FerEncoderNet()
     ema.load_state_dict(net.state_dict())
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -296,6 +301,8 @@ def _finish(state: dict, cfg: EncoderTrainConfig, manifest: str | Path, out: Pat
               cfg.select_split: score_split(best, select), cfg.test_split: score_split(best, test),
               "n": {cfg.train_split: len(train.y), cfg.select_split: len(select.y), cfg.test_split: len(test.y)},
               "train_s": round(state["train_s"], 1), "threads": cfg.threads, "config": asdict(cfg)}
+    if cfg.init is not None and Path(cfg.init).is_file():
+        result["init_sha256"] = sha256_file(cfg.init)  # the weights this run started from
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     export_weights(best, out / "fer_encoder.pt", result)
     log.info(f"done: selected epoch {result['selected_epoch']}, {cfg.test_split} WAR "

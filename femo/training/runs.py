@@ -370,7 +370,13 @@ class RunFolder:
     # ---- the split ----------------------------------------------------------------------------
     def split(self, store: str | Path | None = None) -> Split:
         """The :class:`Split` of ``store`` (default: the run's store) exactly as training made it:
-        same fold, validation fraction and seed."""
+        same fold, validation fraction and seed, and without the clips training left out of its
+        training split (``dropped_from_training``, ``--drop-suspects``)."""
         cfg = self.train_config()
-        return split_index(self.store(store), fold=self.config.get("fold"), val_fraction=cfg.val_fraction,
-                           seed=cfg.seed)
+        split = split_index(self.store(store), fold=self.config.get("fold"), val_fraction=cfg.val_fraction,
+                            seed=cfg.seed)
+        dropped = set(map(str, self.config.get("dropped_from_training") or ()))
+        if not dropped:
+            return split
+        kept = ~split.train["clip_id"].astype(str).isin(dropped)
+        return dataclasses.replace(split, train=split.train[kept].reset_index(drop=True))
