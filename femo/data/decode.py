@@ -233,6 +233,25 @@ def _to_rgb(frame: av.VideoFrame, max_side: int | None) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
+def video_frames(path: Path) -> Iterator[tuple[float, "av.VideoFrame"]]:
+    """(time_s, PyAV frame) of every frame of the video stream, decoded sequentially (times from
+    the pts relative to the stream's start). The one decode loop of videos: callers convert only
+    the frames they keep (:func:`_to_rgb`). Raises MediaError naming the file and the number of
+    frames decoded when the stream is corrupt or truncated."""
+    count = 0
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        start = stream.start_time or 0
+        try:
+            for frame in container.decode(stream):
+                pts = frame.pts if frame.pts is not None else start
+                yield (float((pts - start) * stream.time_base) if stream.time_base else 0.0), frame
+                count += 1
+        except av.FFmpegError as exc:
+            raise MediaError(f"{path}: corrupt or truncated video stream after {count} frames ({exc})") from exc
+
+
 def _decode_video(path: Path, wanted: np.ndarray, max_side: int | None) -> tuple[dict, dict, int]:
     """Decode sequentially, keeping frames whose index is in ``wanted``.
 
@@ -240,19 +259,9 @@ def _decode_video(path: Path, wanted: np.ndarray, max_side: int | None) -> tuple
     """
     keep = set(int(i) for i in wanted)
     frames, times, count = {}, {}, 0
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        start = stream.start_time or 0
-        try:
-            for frame in container.decode(stream):
-                if count in keep:
-                    frames[count] = _to_rgb(frame, max_side)
-                    pts = frame.pts if frame.pts is not None else start
-                    times[count] = float((pts - start) * stream.time_base) if stream.time_base else 0.0
-                count += 1
-        except av.FFmpegError as exc:
-            raise MediaError(f"{path}: corrupt or truncated video stream after {count} frames ({exc})") from exc
+    for count, (t, frame) in enumerate(video_frames(path), start=1):
+        if count - 1 in keep:
+            frames[count - 1], times[count - 1] = _to_rgb(frame, max_side), t
     return frames, times, count
 
 
@@ -339,20 +348,28 @@ def load_audio(path: str | Path, *, sample_rate: int = 16_000) -> np.ndarray | N
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        chunks: list[np.ndarray] = []
-        try:
-            for frame in container.decode(stream):
-                frame.pts = None  # let the resampler count samples itself
-                chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-        except av.FFmpegError as exc:
-            raise MediaError(f"{path}: corrupt or truncated audio stream ({exc})") from exc
-        chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+        chunks = list(audio_chunks(container, stream, sample_rate, path))
         duration = _stream_duration(container, stream)
     audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     if duration > 0:
         audio = audio[: int(round(duration * sample_rate))]
     return audio
+
+
+def audio_chunks(container, stream, sample_rate: int, path: Path) -> Iterator[np.ndarray]:
+    """Mono float32 chunks of ``stream`` (an audio stream of the open ``container``) resampled to
+    ``sample_rate``, in order, the resampler flushed at the end. The one audio decode loop: a
+    corrupt or truncated stream raises MediaError naming ``path``."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    try:
+        for frame in container.decode(stream):
+            frame.pts = None  # let the resampler count samples itself
+            for out in resampler.resample(frame):
+                yield out.to_ndarray().reshape(-1)
+    except av.FFmpegError as exc:
+        raise MediaError(f"{path}: corrupt or truncated audio stream ({exc})") from exc
+    for out in resampler.resample(None):
+        yield out.to_ndarray().reshape(-1)
 
 
 def iter_frames(path: str | Path, *, every: int = 1, max_side: int | None = None
@@ -376,14 +393,6 @@ def iter_frames(path: str | Path, *, every: int = 1, max_side: int | None = None
 
 
 def _iter_video(path: Path, every: int, max_side: int | None) -> Iterator[tuple[float, np.ndarray]]:
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        start = stream.start_time or 0
-        try:
-            for count, frame in enumerate(container.decode(stream)):
-                if count % every == 0:
-                    pts = frame.pts if frame.pts is not None else start
-                    yield float((pts - start) * stream.time_base), _to_rgb(frame, max_side)
-        except av.FFmpegError as exc:
-            raise MediaError(f"{path}: corrupt or truncated video stream ({exc})") from exc
+    for count, (t, frame) in enumerate(video_frames(path)):
+        if count % every == 0:
+            yield t, _to_rgb(frame, max_side)

@@ -38,33 +38,23 @@ def iter_needed_frames(path: str | Path, times: np.ndarray, *, max_side: int | N
     """(time_s, (H, W, 3) uint8 RGB) of the decoded frame nearest each of ``times`` (sorted),
     each frame once, in order. Frame folders and still images go through
     :func:`femo.data.decode.iter_frames` (all their frames)."""
-    import av
-
-    from femo.data.decode import MediaError, _open, _to_rgb, iter_frames, probe
+    from femo.data.decode import _to_rgb, iter_frames, probe, video_frames
 
     path = Path(path)
     if probe(path).kind != "video":
         yield from iter_frames(path, max_side=max_side)
         return
     times, j, prev, last_yielded = np.asarray(times, np.float64), 0, None, None
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        start = stream.start_time or 0
-        try:
-            for frame in container.decode(stream):
-                t = float(((frame.pts if frame.pts is not None else start) - start) * stream.time_base)
-                if prev is not None and t <= prev[0]:
-                    continue  # non-increasing timestamps (broken files)
-                while j < len(times) and times[j] <= t:
-                    pick = prev if prev is not None and abs(prev[0] - times[j]) <= abs(t - times[j]) else (t, frame)
-                    j += 1
-                    if pick[0] != last_yielded:
-                        last_yielded = pick[0]
-                        yield pick[0], _to_rgb(pick[1], max_side)
-                prev = (t, frame)
-        except av.FFmpegError as exc:
-            raise MediaError(f"{path}: corrupt or truncated video stream ({exc})") from exc
+    for t, frame in video_frames(path):
+        if prev is not None and t <= prev[0]:
+            continue  # non-increasing timestamps (broken files)
+        while j < len(times) and times[j] <= t:
+            pick = prev if prev is not None and abs(prev[0] - times[j]) <= abs(t - times[j]) else (t, frame)
+            j += 1
+            if pick[0] != last_yielded:
+                last_yielded = pick[0]
+                yield pick[0], _to_rgb(pick[1], max_side)
+        prev = (t, frame)
     if prev is not None and j < len(times) and prev[0] != last_yielded:
         yield prev[0], _to_rgb(prev[1], max_side)  # the times past the last frame take the last frame
 

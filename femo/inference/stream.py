@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from femo.data.dataset import face_inputs
-from femo.data.decode import MediaError, iter_frames, probe
+from femo.data.decode import MediaError, audio_chunks, iter_frames, probe
 from femo.inference.frames import needed_times
 from femo.inference.timeline import ENVELOPE_RATE, Timeline, target_times, window_spans
 
@@ -60,22 +60,10 @@ class AudioStream:
         stream = self._container.streams.audio[0]
         limit = stream.duration * stream.time_base if stream.duration and stream.time_base else None
         self._limit = int(round(float(limit) * sample_rate)) if limit else None
-        self._chunks = self._decode(stream)
+        self._chunks = audio_chunks(self._container, stream, sample_rate, self.path)
         self._buf, self._buf_start, self._total, self._done = np.zeros(0, np.float32), 0, 0, False
         self._env_rest = np.zeros(0, np.float32)
         self._env: list[np.ndarray] = []
-
-    def _decode(self, stream):
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate)
-        try:
-            for frame in self._container.decode(stream):
-                frame.pts = None  # let the resampler count samples itself
-                for out in resampler.resample(frame):
-                    yield out.to_ndarray().reshape(-1)
-        except av.FFmpegError as exc:
-            raise MediaError(f"{self.path}: corrupt or truncated audio stream ({exc})") from exc
-        for out in resampler.resample(None):
-            yield out.to_ndarray().reshape(-1)
 
     def _pull(self) -> bool:
         """Append the next decoded chunk to the buffer; False when the stream is exhausted."""
