@@ -11,6 +11,7 @@ is its own. Writes benchmarks/results/train.json and prints a table.
 
     python benchmarks/train.py                      # CPU
     python benchmarks/train.py --cache --batch 64 --clips 512 --target 10000 --threads 1
+    python benchmarks/train.py --cache --clips 512 --e2e-clips 16 --threads 1 --profile   # where the time goes
     python benchmarks/train.py --device cuda --target 9400 --clips 512 --e2e-clips 512 --workers 8
 """
 from __future__ import annotations
@@ -59,12 +60,13 @@ def build_store(root: Path, n: int) -> Path:
 
 
 def run_case(case: str, store: Path, n: int, device: str, threads: int, batch: int, workers: int,
-             cache: bool = False) -> dict:
+             cache: bool = False, profile: bool = False) -> dict:
     """Time one epoch of case ``case`` over the first ``n`` clips; returns the measurements.
 
     cache: ``FeatureDataset(cache=True)`` as ``femo train --cache`` (what the pipeline uses): one
     untimed first epoch reads the clips from disk (its time is returned as ``first_epoch_seconds``),
-    the timed one is a steady-state epoch served from memory."""
+    the timed one is a steady-state epoch served from memory. profile: cProfile the timed epoch
+    (cumulative top 30 on stderr)."""
     import torch
 
     from femo.config import DataConfig, ModelConfig, TrainConfig
@@ -92,11 +94,22 @@ def run_case(case: str, store: Path, n: int, device: str, threads: int, batch: i
         t0 = time.perf_counter()
         trainer.epoch(0, progress=False)
         first = time.perf_counter() - t0
+    profiler = None
+    if profile:  # where the timed epoch's time goes, printed to stderr (it slows the epoch a little)
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.epoch(1 if cache else 0, progress=False)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
     steps = len(trainer.loader)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
     out = {"case": case, "what": CASES[case], "device": device, "threads": threads, "batch": batch,
@@ -119,6 +132,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--cache", action="store_true",
                    help="case a with the in-memory sample cache (femo train --cache): time a steady-state epoch")
+    p.add_argument("--profile", action="store_true", help="cProfile each timed epoch (printed to stderr)")
     p.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
     p.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
@@ -126,7 +140,7 @@ def main() -> int:
     if args.case:  # child process: one case, JSON on stdout
         n = args.clips if args.case == "a" else args.e2e_clips
         print(json.dumps(run_case(args.case, args.store, n, args.device, args.threads, args.batch, args.workers,
-                                  cache=args.cache and args.case == "a")))
+                                  cache=args.cache and args.case == "a", profile=args.profile)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -135,7 +149,8 @@ def main() -> int:
         rows = []
         for case in sorted(CASES):
             cmd = [sys.executable, __file__, "--case", case, "--store", tmp, *_passthrough(args)]
-            res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            res = json.loads(subprocess.run(cmd, check=True, text=True, stdout=subprocess.PIPE,
+                                            stderr=None if args.profile else subprocess.PIPE).stdout.splitlines()[-1])
             res["target_clips"] = args.target
             res["seconds_per_epoch_at_target"] = res["seconds_timed"] * args.target / res["clips_timed"]
             res["cpu_seconds_per_epoch_at_target"] = res["cpu_seconds_timed"] * args.target / res["clips_timed"]
@@ -154,7 +169,7 @@ def main() -> int:
 def _passthrough(args) -> list[str]:
     return ["--clips", str(args.clips), "--e2e-clips", str(args.e2e_clips), "--device", args.device,
             "--threads", str(args.threads), "--batch", str(args.batch), "--workers", str(args.workers),
-            *(["--cache"] if args.cache else [])]
+            *(["--cache"] if args.cache else []), *(["--profile"] if args.profile else [])]
 
 
 if __name__ == "__main__":
