@@ -8,6 +8,7 @@ repeats of the same folder would reuse cached stages, so every repeat gets its o
 
     python benchmarks/report_time.py --out /tmp/femo_report_time          # one run
     python benchmarks/report_time.py --out /tmp/femo_report_time --repeats 3 --clips 392
+    python benchmarks/report_time.py --out /tmp/femo_report_time --rerun   # and a second `make report`
 
 Besides wall-clock seconds it records the CPU seconds of the run (this process and its finished
 workers) and the 1-minute load average before and after, because on a shared machine the wall
@@ -58,8 +59,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the runs and report_time.json")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--clips", type=int, default=None, help="synthetic clips (default: the pipeline's)")
+    parser.add_argument("--rerun", action="store_true",
+                        help="then run the pipeline once more in the last folder: the cached stages are "
+                             "skipped and only the reports rerun (what a second `make report` costs)")
     args = parser.parse_args()
     runs = [one_run(args.out / f"run{i + 1}", args.clips) for i in range(args.repeats)]
+    rerun = one_run(args.out / f"run{args.repeats}", args.clips) if args.rerun else None
     stages = list(runs[0]["stages"])
     print("| stage | median s | range s |\n|---|---|---|")
     for name in stages + ["total"]:
@@ -68,9 +73,12 @@ def main() -> None:
     for r in runs:
         print(f"wall {r['wall_seconds']:.0f} s, CPU {r['cpu_seconds']:.0f} s, "
               f"load average {r['load_before']:.1f} -> {r['load_after']:.1f}")
+    if rerun:
+        print(f"rerun in the same folder (cached stages skipped): wall {rerun['wall_seconds']:.0f} s, "
+              f"CPU {rerun['cpu_seconds']:.0f} s, load average {rerun['load_before']:.1f} -> {rerun['load_after']:.1f}")
     for check in runs[-1]["planted"]:
         print(f"- {check['check']}: {check['measured']} -> {check['passed']}")
-    out = {"machine": platform.platform(), "processor": platform.processor(), "runs": runs}
+    out = {"machine": platform.platform(), "processor": platform.processor(), "runs": runs, "rerun": rerun}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report_time.json").write_text(json.dumps(out, indent=2) + "\n")
 

@@ -163,6 +163,8 @@ class TrainConfig:
     augment: flip/brightness jitter of training face crops (no effect on cached embeddings).
     cache: keep decoded samples in memory across epochs (see ``FeatureDataset``).
     device: ``cpu``, ``cuda`` or ``auto``; amp only ever applies on CUDA.
+    fold_workers: processes that train the folds of a k-fold run side by side (on CPU each gets
+    ``cores // fold_workers`` torch threads); 1 = one fold after another in this process.
     """
 
     epochs: int = 20
@@ -182,3 +184,4 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "cpu"
     amp: bool = True
+    fold_workers: int = 1

@@ -107,7 +107,7 @@ def _pipeline_args(tmp_path: Path, **kw):
     import argparse
 
     base = {"data": "", "tag": "t", "workdir": str(tmp_path / "work"), "clips": 20, "plant_bias": "skin_tone=dark",
-            "epochs": 2, "fold": 0, "workers": 1, "reports_dir": str(tmp_path / "reports"), "force": False,
+            "epochs": 2, "fold": 0, "workers": 1, "fold_workers": 2, "reports_dir": str(tmp_path / "reports"), "force": False,
             "annotate": False}
     return argparse.Namespace(**{**base, **kw})
 
@@ -117,7 +117,8 @@ def test_pipeline_stage_keys_follow_settings() -> None:
 
     from femo.commands import pipeline
 
-    args = argparse.Namespace(data="", clips=20, plant_bias="skin_tone=dark", workers=1, epochs=2, fold=0)
+    args = argparse.Namespace(data="", clips=20, plant_bias="skin_tone=dark", workers=1, epochs=2, fold=0,
+                              fold_workers=1)
     keys = pipeline.stage_keys(args)
     assert set(keys) == {"data", "features", "embeddings", "train"} and keys == pipeline.stage_keys(args)
     other = pipeline.stage_keys(argparse.Namespace(**{**vars(args), "epochs": 3}))
@@ -173,6 +174,7 @@ def test_pipeline_plants_a_bias_and_trains_every_fold(tmp_path: Path, monkeypatc
     assert "--folds" in seen[1] and seen[1][seen[1].index("--folds") + 1] == "all" and "--fold" not in seen[1]
     # the synthetic demo's face branch: the small crop CNN trained end to end, no cached embeddings
     assert seen[1][seen[1].index("--frame-encoder") + 1] == "crop_cnn" and "--embeddings" not in seen[1]
+    assert seen[1][seen[1].index("--fold-workers") + 1] == "2"  # folds side by side
     assert seen[1][seen[1].index("--freeze") + 1] == "full"
     assert stages["embeddings"](True) == {"embeddings": ""}
     seen.clear()

@@ -37,7 +37,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     "04_bias_audit": {"flagged", "groups", "pipeline"},
     "06_label_quality": {"n_clips", "n_suspect", "suspect_rate_per_class", "agreement", "method", "drop_suspects",
                          "planted_truth"},
-    "05_attribution": {"region_share", "randomisation_similarity"},
+    "05_attribution": {"region_share", "randomisation_similarity", "occlusion", "planted_region", "planted_region_pixels"},
 }
 
 

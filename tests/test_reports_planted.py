@@ -28,8 +28,12 @@ ABLATION = {"planted": [
      "passed": True}]}
 AUDIT = {"flagged": [{"attribute": "skin_tone", "group": "dark", "reference": "light", "gap": 0.21, "p_value": 0.003}]}
 ATTRIBUTION = {"planted_region": {"column": "expression_region", "value": "mouth", "expected": "mouth", "n_clips": 9,
-                                  "shares": {"mouth": 0.41, "eyes": 0.2, "other": 0.3}, "top": "mouth",
+                                  "measure": "drop of the target logit with the region hidden from crops and landmarks",
+                                  "values": {"mouth": 0.41, "eyes": 0.2, "other": 0.3}, "top": "mouth",
                                   "judged": True, "passed": True},
+               "planted_region_pixels": {"column": "expression_region", "value": "mouth", "expected": "mouth",
+                                         "n_clips": 9, "values": {"mouth": 0.05, "jaw": 0.23}, "top": "jaw",
+                                         "judged": True, "passed": False},
                "randomisation": {"spearman_final": 0.21, "passed": True, "threshold": 0.5}}
 
 
@@ -47,6 +51,8 @@ def test_every_planted_effect_recovered(tmp_path):
     assert checks[0].planted == "skin_tone=dark" and "UAR gap 0.21" in checks[0].measured
     assert checks[1].measured == "landmarks first (+12.0 UAR points)"
     assert "mouth first (0.41" in checks[3].measured and "0.21" in checks[4].measured
+    # the crops' IG shares are shown next to the judged occlusion measure, and do not decide it
+    assert "hidden from crops and landmarks" in checks[3].measured and "put the jaw first" in checks[3].measured
     html = planted.panel_html(checks)
     assert "Planted truth" in html and "5 of 5 are recovered" in html
 

@@ -1,5 +1,6 @@
 """Training: it learns what each modality carries, determinism, resume, bad checkpoints, k-fold."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -201,6 +202,28 @@ def test_train_folds_api_subset(tiny_store, tmp_path):
     s = train_folds(tiny_store, out=tmp_path, folds=[2], model=TINY_MODEL, train=TrainConfig(epochs=1, batch_size=8),
                     data=TINY_DATA, progress=False)
     assert list(s["folds"]) == ["2"] and (tmp_path / "fold_2" / "best.pt").is_file()
+
+
+def test_folds_side_by_side_match_one_after_another(tiny_store, tmp_path):
+    """fold_workers=2 trains in spawned processes with one torch thread each: the same per-fold
+    scores and predictions as folds trained one after another with one thread."""
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=3, cache=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seq = train_folds(tiny_store, out=tmp_path / "seq", model=TINY_MODEL, train=cfg, data=TINY_DATA, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    par = train_folds(tiny_store, out=tmp_path / "par", model=TINY_MODEL, train=replace(cfg, fold_workers=2),
+                      data=TINY_DATA, progress=False)
+    assert set(par["folds"]) == {"1", "2", "3"}
+    for k in ("1", "2", "3"):
+        assert par["folds"][k]["uar"] == pytest.approx(seq["folds"][k]["uar"], abs=1e-6)
+    a, b = (pd.read_csv(tmp_path / name / "predictions.csv") for name in ("seq", "par"))
+    assert a["clip_id"].tolist() == b["clip_id"].tolist() and a["predicted"].tolist() == b["predicted"].tolist()
+    with pytest.raises(ValueError, match="fold_workers must be >= 1"):
+        train_folds(tiny_store, out=tmp_path / "bad", model=TINY_MODEL, train=replace(cfg, fold_workers=0),
+                    data=TINY_DATA, progress=False)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -31,18 +31,20 @@ def region_label_map(points: np.ndarray, *, size: int, regions: Mapping[str, Seq
 
     points: (478, 2) pixel x, y of the mesh on the crop (points outside the crop are fine).
     """
+    from scipy.spatial import cKDTree
+
     regions = default_regions() if regions is None else regions
     radius = size / 14 if radius is None else radius
     ys, xs = np.mgrid[0:size, 0:size]
     pix = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], axis=1)  # (S*S, 2) pixel centres
-    best = np.full(len(pix), np.inf)
+    owner = np.concatenate([np.full(len(idx), i, np.int16) for i, idx in enumerate(regions.values())])
+    pts = np.asarray(points, float)[np.concatenate([list(idx) for idx in regions.values()])]  # (P, 2)
+    # nearest region point of every pixel (one k-d tree query; ties go to the earlier region, as
+    # the points are listed region by region)
+    dist, nearest = cKDTree(pts).query(pix, distance_upper_bound=radius * (1 + 1e-9))
     label = np.full(len(pix), len(regions), dtype=np.int16)
-    for i, idx in enumerate(regions.values()):
-        pts = np.asarray(points, float)[list(idx)]  # (P, 2)
-        d = np.sqrt(((pix[:, None, :] - pts[None]) ** 2).sum(-1)).min(1)  # (S*S,)
-        closer = (d <= radius) & (d < best)
-        label[closer] = i
-        best = np.where(closer, d, best)
+    hit = np.isfinite(dist) & (dist <= radius)
+    label[hit] = owner[nearest[hit]]
     return label.reshape(size, size)
 
 
@@ -88,10 +90,21 @@ def clip_region_table(maps: np.ndarray, meshes: Sequence[np.ndarray | None], *, 
         if points is None or not np.any(ok):
             rows.append({n: float("nan") for n in [*regions, OTHER]})
             continue
-        labels = np.stack([region_label_map(p, size=size, regions=regions, radius=radius) if f
-                           else np.full((size, size), len(regions), np.int16) for p, f in zip(points, ok)])
+        labels = clip_label_maps(points, ok, size=size, regions=regions, radius=radius)
         rows.append(region_shares(m, labels, list(regions), valid=ok))
     return pd.DataFrame(rows)
+
+
+def clip_label_maps(points: np.ndarray | None, found: np.ndarray, *, size: int,
+                    regions: Mapping[str, Sequence[int]] | None = None, radius: float | None = None) -> np.ndarray:
+    """(T, S, S) int16 region index per crop pixel of one clip (:func:`region_label_map` per frame);
+    frames without a face, or a clip without a mesh (``points`` None), are all ``other``."""
+    regions = default_regions() if regions is None else regions
+    found = np.asarray(found, bool)
+    if points is None:
+        return np.full((len(found), size, size), len(regions), np.int16)
+    return np.stack([region_label_map(p, size=size, regions=regions, radius=radius) if f
+                     else np.full((size, size), len(regions), np.int16) for p, f in zip(points, found)])
 
 
 def geometry_feature_names() -> list[str]:

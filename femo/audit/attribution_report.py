@@ -19,14 +19,19 @@ from femo.audit import attribution as at
 from femo.audit import attribution_regions as ar
 
 
+#: Column prefix of the region-occlusion drops (``drop_mouth``: target-logit drop with the mouth hidden).
+DROP = "drop_"
+
+
 @dataclass
 class ClipAttributions:
     """Per-clip summaries of a run's attributions.
 
     table: one row per clip: ``index, clip_id, label, target`` (class names), ``delta``,
     ``relative_delta``, ``share_<input>`` (face / landmarks / audio / prosody) and one column per
-    facial region (``brows .. jaw, other``; NaN without face crops or mesh), then the index's
-    metadata columns. curves: (N, T) per-frame face importance. features: (N, G) geometry-feature
+    facial region (``brows .. jaw, other``; NaN without face crops or mesh), ``drop_<region>`` (the
+    target logit's drop when that region is hidden from crops and landmarks,
+    :mod:`femo.audit.occlusion`; absent when not computed), then the index's metadata columns. curves: (N, T) per-frame face importance. features: (N, G) geometry-feature
     importance (None without a landmarks input). examples: full maps of the first clips
     (``faces`` (n, S, S, 3) uint8 of each clip's most important frame, ``maps`` (n, S, S),
     ``points`` (n, 478, 2), ``logmel`` / ``logmel_attr`` (n, 64, A)).
@@ -64,11 +69,18 @@ def _aspect(rows: pd.DataFrame) -> list[float]:
 
 
 def _face_part(res: at.Attribution, rows: pd.DataFrame, store: Path, regions: Mapping, radius: float | None):
-    """Region table and example material of one batch (requires raw face crops)."""
+    """Region table, region label maps (B, T, S, S) and example material of one batch (requires raw
+    face crops)."""
     maps = at.spatial_maps(res)  # (B, T, S, S)
-    points, found, faces = _meshes(store, rows["clip_id"].astype(str).tolist(), maps.shape[-1], _aspect(rows))
-    table = ar.clip_region_table(maps, points, found=found, regions=regions, radius=radius)
-    return table, maps, points, faces
+    size = maps.shape[-1]
+    points, found, faces = _meshes(store, rows["clip_id"].astype(str).tolist(), size, _aspect(rows))
+    labels = np.stack([ar.clip_label_maps(p, f, size=size, regions=regions, radius=radius)
+                       for p, f in zip(points, found)])
+    names = list(regions)
+    table = pd.DataFrame([ar.region_shares(m, lab, names, valid=f) if p is not None and np.any(f)
+                          else {n: float("nan") for n in [*names, ar.OTHER]}
+                          for m, lab, p, f in zip(maps, labels, points, found)])
+    return table, maps, points, faces, labels
 
 
 def _example(store_faces, maps, points, curves, res, i) -> dict[str, np.ndarray]:
@@ -84,14 +96,19 @@ def attribute_clips(model: torch.nn.Module, batches: Iterable[Mapping[str, torch
                     index: pd.DataFrame, store: str | Path, classes: Sequence[str],
                     method: str = "integrated_gradients", n_examples: int = 4,
                     regions: Mapping[str, Sequence[int]] | None = None, radius: float | None = None,
-                    **kwargs) -> ClipAttributions:
+                    occlusion: bool = True, **kwargs) -> ClipAttributions:
     """Attribute every clip of ``batches`` and summarise (see :class:`ClipAttributions`).
 
     index: the dataset's index (row ``i`` = sample ``index == i``; needs ``clip_id``). store: the
-    feature store (face meshes for the region masks). kwargs go to :func:`attribute`
-    (``target``, ``means``, ``n_steps``, ``n_samples``, ``blur_sigma``).
+    feature store (face meshes for the region masks). occlusion: also hide one facial region at a
+    time from the crops and landmarks (:func:`femo.audit.occlusion.region_occlusion`; columns
+    ``drop_<region>``). kwargs go to :func:`attribute` (``target``, ``means``, ``n_steps``,
+    ``n_samples``, ``blur_sigma``).
     """
+    from femo.audit import occlusion as occ
+
     regions = ar.default_regions() if regions is None else regions
+    names = [*regions, ar.OTHER]
     tables, curves, features, examples = [], [], [], []
     for batch in batches:
         res = at.attribute(model, batch, method=method, **kwargs)
@@ -103,8 +120,9 @@ def attribute_clips(model: torch.nn.Module, batches: Iterable[Mapping[str, torch
             frame[f"share_{key}"] = value
         face_key = "face" if "face" in res.maps else "face_emb"
         curve = at.frame_importance(res, face_key)
+        labels = None
         if "face" in res.maps:
-            region_table, maps, points, faces = _face_part(res, rows, Path(store), regions, radius)
+            region_table, maps, points, faces, labels = _face_part(res, rows, Path(store), regions, radius)
             frame = pd.concat([frame, region_table], axis=1)
             for i in range(min(len(rows), n_examples - len(examples))):
                 example = _example(faces, maps, points, curve, res, i)
@@ -113,6 +131,10 @@ def attribute_clips(model: torch.nn.Module, batches: Iterable[Mapping[str, torch
                 examples.append(example)
         if "landmarks" in res.maps:
             features.append(at.feature_importance(res, "landmarks"))
+        drops = occ.region_occlusion(model, batch, labels=labels, regions=names, target=kwargs.get("target", "predicted"),
+                                     means=kwargs.get("means"), blur_sigma=kwargs.get("blur_sigma")) if occlusion else None
+        if drops is not None:
+            frame = pd.concat([frame, pd.DataFrame(drops, columns=[f"{DROP}{n}" for n in names])], axis=1)
         meta = rows.drop(columns=[c for c in rows.columns if c in frame.columns or c == "label"])
         tables.append(pd.concat([frame, meta], axis=1))
         curves.append(curve)
@@ -168,21 +190,42 @@ def subset_batches(dataset: torch.utils.data.Dataset, rows: Sequence[int], *, ba
     return DataLoader(Subset(dataset, [int(r) for r in rows]), batch_size=batch_size, shuffle=False, num_workers=0)
 
 
-def planted_region_check(table: pd.DataFrame, regions: Sequence[str], *, column: str = "expression_region",
-                         value: str = "mouth", expected: str = "mouth", min_clips: int = 5) -> dict | None:
-    """On a synthetic set: do the clips whose expression is drawn only in ``value`` (column
-    ``expression_region``) put the largest attribution share on the ``expected`` region?
+def occlusion_table(table: pd.DataFrame, by: str, regions: Sequence[str]) -> pd.DataFrame:
+    """Mean region-occlusion drop per value of ``by`` (e.g. predicted emotion ``target``), one
+    column per region of ``regions`` (named without the ``drop_`` prefix) plus ``n_clips``; empty
+    when the table has no drop columns."""
+    cols = [f"{DROP}{r}" for r in regions]
+    if by not in table.columns or not set(cols) <= set(table.columns):
+        return pd.DataFrame()
+    out = ar.aggregate_shares(table.astype({by: str}), by, cols)
+    return out.rename(columns=dict(zip(cols, regions)))
 
-    Regions compared: the named facial regions (``other`` -- cheeks, forehead, background -- is
-    reported but not ranked). Returns None without the column, else ``{column, value, expected,
-    n_clips, shares, top, judged, passed}`` (``judged`` False below ``min_clips`` clips with a face).
+
+#: What :func:`planted_region_check` ranks, by column prefix.
+MEASURES: dict[str, str] = {"": "share of the face crops' |integrated gradients|",
+                            DROP: "drop of the target logit with the region hidden from crops and landmarks"}
+
+
+def planted_region_check(table: pd.DataFrame, regions: Sequence[str], *, column: str = "expression_region",
+                         value: str = "mouth", expected: str = "mouth", min_clips: int = 5,
+                         prefix: str = "") -> dict | None:
+    """On a synthetic set: do the clips whose expression is drawn only in ``value`` (column
+    ``expression_region``) put the most on the ``expected`` region?
+
+    prefix: which measure is ranked (:data:`MEASURES`): ``""`` the IG region shares of the face
+    crops, ``"drop_"`` the region-occlusion drops. Regions compared: the named facial regions
+    (``other`` -- cheeks, forehead, background -- is reported but not ranked). Returns None without
+    the column or the measure, else ``{column, value, expected, measure, n_clips, values, top,
+    judged, passed}`` (``values``: the mean per region; ``judged`` False below ``min_clips`` clips).
     """
-    if column not in table.columns:
+    cols = [f"{prefix}{r}" for r in regions]
+    if column not in table.columns or not set(cols) <= set(table.columns):
         return None
     named = [r for r in regions if r != ar.OTHER]
-    part = table[table[column].astype(str) == value].dropna(subset=list(regions))
-    shares = {r: float(part[r].mean()) for r in regions} if len(part) else {}
-    top = max(named, key=lambda r: shares[r]) if shares else None
+    part = table[table[column].astype(str) == value].dropna(subset=cols)
+    values = {r: float(part[f"{prefix}{r}"].mean()) for r in regions} if len(part) else {}
+    top = max(named, key=lambda r: values[r]) if values else None
     judged = len(part) >= min_clips
-    return {"column": column, "value": value, "expected": expected, "n_clips": int(len(part)), "shares": shares,
-            "top": top, "judged": judged, "passed": bool(judged and top == expected)}
+    return {"column": column, "value": value, "expected": expected, "measure": MEASURES.get(prefix, prefix),
+            "n_clips": int(len(part)), "values": values, "top": top, "judged": judged,
+            "passed": bool(judged and top == expected)}

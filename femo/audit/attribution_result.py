@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from femo.audit.attribution_report import ClipAttributions, region_summary
+from femo.audit.attribution_report import DROP, ClipAttributions, region_summary
 from femo.audit.attribution_sanity import ConvergenceCheck, RandomisationCheck
 
 
@@ -23,10 +23,13 @@ class AttributionResult:
     """Everything the attribution report found.
 
     clips: per-clip attributions. per_emotion / per_group: mean region shares per predicted
-    emotion / per value of ``group_by`` with ``n_clips``. features: geometry-feature table (empty
-    without a landmarks input). planted: :func:`~femo.audit.attribution_report.planted_region_check`
-    (None on real data). n_candidates: clips of the split the explained ones were drawn from;
-    per_emotion_target: clips wanted per predicted emotion.
+    emotion / per value of ``group_by`` with ``n_clips``. occlusion_per_emotion / occlusion_per_group:
+    the same for the region-occlusion drops (:mod:`femo.audit.occlusion`; empty when not computed).
+    features: geometry-feature table (empty without a landmarks input). planted:
+    :func:`~femo.audit.attribution_report.planted_region_check` on the occlusion drops (None on
+    real data); planted_pixels: the same check on the IG region shares of the crops.
+    n_candidates: clips of the split the explained ones were drawn from; per_emotion_target: clips
+    wanted per predicted emotion.
     """
 
     clips: ClipAttributions
@@ -38,6 +41,9 @@ class AttributionResult:
     group_by: str = ""
     features: pd.DataFrame = field(default_factory=pd.DataFrame)
     planted: dict | None = None
+    planted_pixels: dict | None = None
+    occlusion_per_emotion: pd.DataFrame = field(default_factory=pd.DataFrame)
+    occlusion_per_group: pd.DataFrame = field(default_factory=pd.DataFrame)
     fast_method: str = ""
     fast_share: dict[str, float] = field(default_factory=dict)
     seconds_per_clip: dict[str, float] = field(default_factory=dict)
@@ -50,6 +56,14 @@ class AttributionResult:
     def region_share(self) -> dict[str, float]:
         """Mean share per facial region over clips with a face (empty without face crops)."""
         return region_summary(self.clips)
+
+    @property
+    def occlusion(self) -> dict[str, float]:
+        """Mean target-logit drop per region (hidden from crops and landmarks) over the clips that
+        have it; empty when occlusion was not computed."""
+        cols = [c for c in self.clips.table.columns if c.startswith(DROP)]
+        part = self.clips.table[cols].dropna(how="all")
+        return {c[len(DROP):]: float(part[c].mean()) for c in cols} if len(part) else {}
 
     @property
     def n_clips(self) -> int:
@@ -76,8 +90,24 @@ class AttributionResult:
                 out.append(f"{self.fast_method} {agree} on the top region.")
         else:
             out.append("The model reads cached face embeddings, not crops: no facial-region shares.")
+        drops = self.occlusion
+        if drops:
+            named = {k: v for k, v in drops.items() if k != "other"}
+            order = sorted(named, key=named.get, reverse=True)
+            out.append(f"Hiding one region at a time from every face input (its pixels blurred, its landmarks and "
+                       f"facial actions set to the training mean), the target logit drops most without the "
+                       f"{order[0]} ({named[order[0]]:+.2f}), then the {order[1]} ({named[order[1]]:+.2f}).")
         if self.planted is not None:
             out.append(_planted_sentence(self.planted))
+        if self.planted_pixels is not None and self.planted is None:
+            out.append(_planted_sentence(self.planted_pixels))
+        elif self.planted_pixels is not None and self.planted_pixels["judged"]:
+            values = self.planted_pixels["values"]
+            top = self.planted_pixels["top"]
+            out.append(f"The crops' integrated-gradients shares alone put the {top} first in those clips "
+                       f"({values[top]:.2f}; {self.planted_pixels['expected']} "
+                       f"{values.get(self.planted_pixels['expected'], float('nan')):.2f}); those shares also carry "
+                       "the input's edges whatever the model (section 3b), so the check reads the occlusion drops.")
         return out
 
     def _coverage(self) -> list[str]:
@@ -115,6 +145,10 @@ class AttributionResult:
             "randomisation_similarity": rand["spearman_final"] if rand else None,
             "randomisation_passed": rand["passed"] if rand else None,
             "planted_region": _clean(self.planted) if self.planted is not None else None,
+            "planted_region_pixels": _clean(self.planted_pixels) if self.planted_pixels is not None else None,
+            "occlusion": {k: _num(v) for k, v in self.occlusion.items()},
+            "occlusion_per_emotion": table(self.occlusion_per_emotion),
+            "occlusion_per_group": table(self.occlusion_per_group),
             "top_features": [{"feature": r["feature"], "share": _num(r["share"])} for r in top],
             "seconds_per_clip": {k: _num(v) for k, v in self.seconds_per_clip.items()},
             "method": self.method, "privacy": self.privacy, "n_clips": self.n_clips,
@@ -124,11 +158,13 @@ class AttributionResult:
 
 def _planted_sentence(planted: dict) -> str:
     where = f"clips whose expression is drawn only in the {planted['value']} ({planted['n_clips']} explained)"
+    measure = planted.get("measure", "regional share")
     if not planted["judged"]:
-        return f"Planted truth: too few {where} to judge."
-    share = planted["shares"].get(planted["top"], float("nan"))
+        return f"Planted truth ({measure}): too few {where} to judge."
+    values = planted.get("values", planted.get("shares", {}))
+    value = values.get(planted["top"], float("nan"))
     word = "as planted" if planted["passed"] else f"not the {planted['expected']} as planted"
-    return f"Planted truth: in {where} the largest regional share is the {planted['top']} ({share:.2f}), {word}."
+    return f"Planted truth ({measure}): in {where} the {planted['top']} comes first ({value:.2f}), {word}."
 
 
 def _num(value: Any) -> Any:

@@ -92,14 +92,22 @@ def plot_frame_curves(curves: np.ndarray, *, labels: Sequence[str] | None = None
     return fig
 
 
-def plot_region_table(table: pd.DataFrame, *, title: str = "Share of face attribution per region"):
-    """Heatmap rows = groups (e.g. emotions), columns = regions, values = mean share (0..1)."""
+def plot_region_table(table: pd.DataFrame, *, title: str = "Share of face attribution per region",
+                      value_label: str = "share", centre: float | None = None):
+    """Heatmap rows = groups (e.g. emotions, labelled with their ``n_clips``), columns = regions.
+
+    Default: values are mean shares (0..1, sequential colours from 0). ``centre``: values that may
+    be negative (e.g. occlusion drops), shown in diverging colours around ``centre``.
+    """
     import seaborn as sns
 
     plt = _style()
     values = table.drop(columns=[c for c in ("n_clips",) if c in table.columns])
-    fig, ax = plt.subplots(figsize=(1.1 * values.shape[1] + 2, 0.45 * len(values) + 1.4), layout="constrained")
-    sns.heatmap(values, annot=True, fmt=".2f", cmap="cividis", vmin=0, ax=ax, cbar_kws={"label": "share"})
+    if "n_clips" in table.columns:
+        values.index = [f"{i} (n={int(n)})" for i, n in zip(values.index, table["n_clips"])]
+    fig, ax = plt.subplots(figsize=(1.1 * values.shape[1] + 2.6, 0.45 * len(values) + 1.4), layout="constrained")
+    colours = {"cmap": "cividis", "vmin": 0} if centre is None else {"cmap": "vlag", "center": centre}
+    sns.heatmap(values, annot=True, fmt=".2f", ax=ax, cbar_kws={"label": value_label}, **colours)
     ax.set(xlabel="", ylabel="", title=title)
     return fig
 

@@ -61,6 +61,13 @@ def _default_epochs() -> int:
     return TrainConfig().epochs
 
 
+
+def _default_fold_workers() -> int:
+    import os
+
+    return max(1, min(os.cpu_count() or 1, 5))
+
+
 def register(subparsers) -> None:
     """Add the ``pipeline`` sub-command."""
     p = subparsers.add_parser(
@@ -77,6 +84,9 @@ def register(subparsers) -> None:
     p.add_argument("--fold", type=int, default=0,
                    help="test fold K of the 5-fold subject-independent split; 0 (default): every fold")
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes (default: 2)")
+    p.add_argument("--fold-workers", type=int, default=_default_fold_workers(),
+                   help="folds trained side by side, also by the label-quality report's retraining "
+                        f"(default: the CPU count up to 5, here {_default_fold_workers()})")
     p.add_argument("--reports-dir", default="reports", help="where report folders go (default: reports)")
     p.add_argument("--force", action="store_true", help="rerun finished stages")
     p.add_argument("--annotate", action="store_true",
@@ -126,7 +136,7 @@ def stage_inputs(args: argparse.Namespace) -> dict[str, dict]:
 
     face = [] if args.data else list(DEMO_FACE)
     settings = {"data": [args.data, args.clips, args.plant_bias if not args.data else ""],
-                "features": [args.workers], "embeddings": face, "train": [args.epochs, args.fold, *face]}
+                "features": [args.workers], "embeddings": face, "train": [args.epochs, args.fold, args.fold_workers, *face]}
     inputs, previous = {}, ""
     for name in STAGES[:-1]:
         inputs[name] = {"settings": settings[name], "code": source_fingerprint(STAGE_SOURCES[name]),
@@ -204,7 +214,9 @@ def _stages(args: argparse.Namespace, work: Path, state: dict) -> dict[str, Call
             face = ["--frame-encoder", DEMO_FACE[0], "--freeze", DEMO_FACE[1]]
         else:
             face = ["--embeddings", emb] if emb else ["--modalities", "landmarks,audio"]
-        _femo(["train", str(store), "--out", str(run_dir), *which, "--cache", *face, "--epochs", str(args.epochs)])
+        workers = ["--fold-workers", str(args.fold_workers)] if "--folds" in which else []
+        _femo(["train", str(store), "--out", str(run_dir), *which, "--cache", *face, "--epochs", str(args.epochs),
+               *workers])
         return {"run": str(run_dir)}
 
     def reports(clean: bool) -> dict:

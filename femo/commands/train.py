@@ -63,6 +63,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=t.device, help="cpu | cuda | auto")
     p.add_argument("--num-workers", type=int, default=t.num_workers)
     p.add_argument("--cache", action="store_true", help="keep decoded samples in memory across epochs")
+    p.add_argument("--fold-workers", type=int, default=t.fold_workers,
+                   help="with --folds all: train this many folds side by side in separate processes "
+                        "(each gets cores / N torch threads; default 1, one after another)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     again.add_argument("--overwrite", action="store_true", help="replace the run already in RUN (its files only)")
@@ -92,7 +95,8 @@ def configs(args) -> tuple:
                         audio_input=args.audio_input)
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
                         label_smoothing=args.label_smoothing, balance=args.balance, seed=args.seed,
-                        device=args.device, num_workers=args.num_workers, cache=args.cache)
+                        device=args.device, num_workers=args.num_workers, cache=args.cache,
+                        fold_workers=args.fold_workers)
     model_opts, train_opts = parse_options(getattr(args, "option", []), ModelConfig, TrainConfig)
     return (from_dict(ModelConfig, {**to_dict(model), **model_opts}),
             from_dict(TrainConfig, {**to_dict(train), **train_opts}))

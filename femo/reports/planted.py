@@ -11,7 +11,9 @@ parameter) and checks, each with the measured figure and pass/fail:
    planted one;
 2. **modality**: in the ``informative=face`` / ``informative=audio`` slices the label-carrying
    modality gets the largest Shapley share (03);
-3. **region**: in mouth-only clips the mouth gets the largest regional attribution share (05);
+3. **region**: in mouth-only clips hiding the mouth from the face inputs (crops and landmarks,
+   :mod:`femo.audit.occlusion`) lowers the target logit more than hiding any other region (05);
+   the integrated-gradients shares of the crops alone are shown next to it, not judged;
 4. **randomisation**: the attribution's cascading model-randomisation check passes (05).
 
 On any other dataset :func:`planted_checks` returns None and the panel is absent.
@@ -106,16 +108,27 @@ def modality_checks(metrics: Mapping[str, Any] | None) -> list[Check]:
 
 def region_check(metrics: Mapping[str, Any] | None) -> Check:
     """Mouth first in mouth-only clips."""
-    name = "mouth has the largest attribution share in mouth-only clips"
+    name = "mouth gets the largest attribution in mouth-only clips"
     planted = "expression drawn only in the mouth"
     if metrics is None or not metrics.get("planted_region"):
         return Check(name, planted, "attribution report missing or without face maps", None)
     row = metrics["planted_region"]
     if not row["judged"]:
         return Check(name, planted, f"too few mouth-only clips explained ({int(row['n_clips'])})", False)
-    shares = row.get("shares") or {}
-    top_share = shares.get(row["top"])
-    measured = f"{row['top']} first ({top_share:.2f}; mouth {shares.get('mouth', float('nan')):.2f}, {int(row['n_clips'])} clips)"
+    values = row.get("values") or row.get("shares") or {}
+    top_value = values.get(row["top"])
+    if row["top"] == "mouth":  # the runner-up says by how much
+        rest = {k: v for k, v in values.items() if k not in ("mouth", "other") and v is not None}
+        second = max(rest, key=rest.get) if rest else None
+        versus = f"next {second} {rest[second]:.2f}" if second else "no other region"
+    else:
+        versus = f"mouth {values.get('mouth', float('nan')):.2f}"
+    measured = f"{row['top']} first ({top_value:.2f}; {versus}, {int(row['n_clips'])} clips)"
+    if row.get("measure"):
+        measured += f"; measure: {row['measure']}"
+    pixels = metrics.get("planted_region_pixels")
+    if pixels and pixels.get("judged"):  # the IG shares of the crops alone, shown, not judged
+        measured += f"; the crops' integrated-gradients shares alone put the {pixels['top']} first"
     return Check(name, planted, measured, bool(row["passed"]))
 
 
