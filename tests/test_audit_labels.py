@@ -304,3 +304,24 @@ def test_figures_and_thumbnails(noisy_run):
     assert np.array_equal(raw, faces[0]) and not np.array_equal(blurred.axes[0].images[0].get_array(), raw)
     assert len(labels_plots.suspect_rate_plot(result.per_class).axes[0].patches) == len(CLASSES)
     assert labels_plots.suggestion_heatmap(result.suggestions).axes and labels_plots.agreement_plot(result.clips).axes
+
+
+def test_cached_retrain_is_reused_for_the_same_run_and_suspects(noisy_run, tmp_path):
+    from dataclasses import replace
+
+    from femo.audit.labels_drop import cached_retrain, retrain_key
+    from femo.training.loop import train_folds
+
+    store, _ = noisy_run
+    run = tmp_path / "run"
+    train_folds(store, out=run, model=MODEL, train=replace(TRAIN, epochs=1), progress=False)
+    cache = tmp_path / "cache"
+    first, reused = cached_retrain(run, exclude=["c0003", "c0001"], cache_dir=cache)
+    assert not reused and first.parent == cache and has_oof(first) and not list(first.glob("fold_*/*.pt"))
+    again, reused = cached_retrain(run, exclude=["c0001", "c0003"], cache_dir=cache)  # order does not matter
+    assert reused and again == first
+    other, reused = cached_retrain(run, exclude=["c0001"], cache_dir=cache)
+    assert not reused and other != first
+    assert retrain_key(run, ["c0001"]) == other.name
+    (run / "fold_1" / "best.pt").write_bytes(b"retrained")  # another base run: another key
+    assert retrain_key(run, ["c0001"]) != other.name

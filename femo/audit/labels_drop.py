@@ -109,6 +109,52 @@ def retrain_folds(run: str | Path, *, out: str | Path, exclude: Sequence[str] = 
     return summary
 
 
+#: Bumped when the retraining or the cached layout changes, so an older retrain is never reused.
+RETRAIN_CACHE_VERSION = "1"
+
+
+def retrain_key(run: str | Path, exclude: Sequence[str] = ()) -> str:
+    """24 hex digits over what retraining ``run`` without ``exclude`` depends on: the bytes of every
+    fold's ``config.json`` (options, store, folds) and ``best.pt`` (a retrained base run, or one
+    trained on a re-extracted store, gets a new key), the store's ``index.csv`` and the sorted
+    exclusion list. A moved run folder keeps its key."""
+    import hashlib
+
+    run = Path(run)
+    store = run_options(run)[0]
+    digest = hashlib.sha256(f"retrain v{RETRAIN_CACHE_VERSION}\n".encode())
+    folds = sorted(run.glob("fold_*"), key=lambda p: int(p.name.split("_", 1)[1])) or [run]
+    for folder in folds:
+        for name in ("config.json", "best.pt"):
+            path = folder / name
+            digest.update(path.read_bytes() if path.is_file() else f"missing {name}".encode())
+    index = Path(store) / "index.csv"
+    digest.update(index.read_bytes() if index.is_file() else b"no index")
+    digest.update(json.dumps(sorted(map(str, exclude))).encode())
+    return digest.hexdigest()[:24]
+
+
+def cached_retrain(run: str | Path, *, exclude: Sequence[str] = (), cache_dir: str | Path | None = None,
+                   progress: bool = False) -> tuple[Path, bool]:
+    """:func:`retrain_folds` of ``run`` without ``exclude`` into ``CACHE/<retrain_key>`` (default
+    ``CACHE = STORE/cache/retrain``, never the run folder), or the finished retrain already there.
+
+    Returns ``(folder, reused)``; checkpoints are not kept (predictions, metrics and configs are).
+    An interrupted retrain in the same folder resumes; a rerun of the label-quality report on the
+    same run and the same suspects costs nothing."""
+    import shutil
+
+    store = run_options(run)[0]
+    folder = Path(cache_dir or Path(store) / "cache" / "retrain") / retrain_key(run, exclude)
+    if (folder / "metrics.json").is_file():
+        return folder, True
+    marker = folder / "drop_suspects.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("run") != str(Path(run).resolve()):
+        shutil.rmtree(folder)  # same content from another path: an unfinished cache entry, started afresh
+    retrain_folds(run, out=folder, exclude=exclude, progress=progress, keep_checkpoints=False)
+    return folder, False
+
+
 def _claim(out: Path, record: dict) -> None:
     """Write ``out/drop_suspects.json``; refuse a folder that holds another retrain (resuming it
     would mix two exclusion lists)."""
