@@ -191,7 +191,7 @@ def test_pipeline_plants_a_bias_and_trains_every_fold(tmp_path: Path, monkeypatc
 def test_demo_pipeline_recovers_the_planted_truth(tmp_path: Path) -> None:
     """The bars of the default demo, on a reduced synthetic set run through the same pipeline code:
     the planted group flagged and no other attribute; the label-carrying modality first in its
-    slices; the mouth first in mouth-only clips; the randomisation check passed. (About 10-20
+    slices; the mouth first in mouth-only clips; the randomisation check passed. (About 9
     minutes on 2 cores; the fast versions of each check run on models with known behaviour in
     test_audit_ablation, test_audit_attribution, test_audit_fairness and test_reports_planted.)"""
     from femo.commands import pipeline
