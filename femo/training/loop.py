@@ -353,7 +353,9 @@ def train_folds(store: str | Path, *, out: str | Path, folds: list[int] | None =
     folds = folds or sorted(int(f) for f in index.loc[index["status"] == STATUS_OK, "fold"].dropna().unique())
     workers = min(kwargs.get("train", TrainConfig()).fold_workers, len(folds))
     if workers > 1 and not torch.distributed.is_initialized():
-        per_fold = _train_folds_side_by_side(store, out, folds, workers, kwargs)
+        from femo.training.fold_workers import train_folds_side_by_side
+
+        per_fold = train_folds_side_by_side(train, store, out, folds, workers, kwargs, show_bar=_is_main())
     else:
         per_fold = {k: train(store, out=out / f"fold_{k}", fold=k, **kwargs) for k in folds}
     classes = next(iter(per_fold.values()))["classes"]
@@ -365,40 +367,3 @@ def train_folds(store: str | Path, *, out: str | Path, folds: list[int] | None =
         write_json(out / "metrics.json", summary)
     return summary
 
-
-def _train_with_threads(threads: int, store: str | Path, **kwargs: Any) -> dict[str, Any]:
-    torch.set_num_threads(threads)
-    return train(store, **kwargs)
-
-
-def _train_folds_side_by_side(store: str | Path, out: Path, folds: list[int], workers: int,
-                              kwargs: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """:func:`train` of every fold in ``workers`` spawned processes (``TrainConfig.fold_workers``).
-
-    Each fold gets ``cores // workers`` torch threads (at least 1); the folds of a last, incomplete
-    round share the cores among fewer processes, so they get more (5 folds on 2 cores: 1, 1, 1, 1,
-    then 2). Per-fold progress bars would interleave, so the processes train quietly and one bar
-    here counts finished folds; a failing fold raises here with its own message once the running
-    folds have finished.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    if kwargs.get("frame_encoder") is not None:
-        raise ValueError("fold_workers > 1 cannot share an already-built frame_encoder; use fold_workers=1")
-    cores = os.cpu_count() or 1
-    last_round = len(folds) % workers or workers
-    threads = [max(1, cores // (workers if i < len(folds) - last_round else last_round)) for i in range(len(folds))]
-    quiet = {**kwargs, "progress": False}
-    bar = tqdm(total=len(folds), desc=f"folds ({workers} side by side)", unit="fold",
-               disable=not kwargs.get("progress", True) or not _is_main())
-    per_fold: dict[int, dict[str, Any]] = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = {pool.submit(_train_with_threads, n, store, out=out / f"fold_{k}", fold=k, **quiet): k
-                for k, n in zip(folds, threads)}
-        for job in as_completed(jobs):
-            per_fold[jobs[job]] = job.result()
-            bar.update(1)
-            bar.set_postfix(fold=jobs[job], uar=f"{per_fold[jobs[job]]['uar']:.3f}")
-    bar.close()
-    return {k: per_fold[k] for k in folds}
