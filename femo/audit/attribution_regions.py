@@ -76,22 +76,24 @@ def region_shares(maps: np.ndarray, labels: np.ndarray, names: Sequence[str],
 
 def clip_region_table(maps: np.ndarray, meshes: Sequence[np.ndarray | None], *, found: Sequence[np.ndarray],
                       regions: Mapping[str, Sequence[int]] | None = None,
-                      radius: float | None = None) -> pd.DataFrame:
+                      radius: float | None = None, labels: Sequence[np.ndarray] | None = None) -> pd.DataFrame:
     """Region shares for B clips: one row per clip, one column per region plus ``other``.
 
     maps: (B, T, S, S) from :func:`femo.audit.attribution.spatial_maps`; meshes: per clip (T, 478, 2)
     crop pixel points (:func:`crop_points`) or None when the clip has no mesh (row of NaN);
-    found: per clip (T,) bool face-found flags.
+    found: per clip (T,) bool face-found flags; labels: per clip its (T, S, S)
+    :func:`clip_label_maps` when already computed (else computed here).
     """
     regions = default_regions() if regions is None else regions
     size = maps.shape[-1]
     rows = []
-    for m, points, ok in zip(maps, meshes, found):
+    for i, (m, points, ok) in enumerate(zip(maps, meshes, found)):
         if points is None or not np.any(ok):
             rows.append({n: float("nan") for n in [*regions, OTHER]})
             continue
-        labels = clip_label_maps(points, ok, size=size, regions=regions, radius=radius)
-        rows.append(region_shares(m, labels, list(regions), valid=ok))
+        lab = labels[i] if labels is not None else clip_label_maps(points, ok, size=size, regions=regions,
+                                                                    radius=radius)
+        rows.append(region_shares(m, lab, list(regions), valid=ok))
     return pd.DataFrame(rows)
 
 

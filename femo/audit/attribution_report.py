@@ -31,8 +31,9 @@ class ClipAttributions:
     ``relative_delta``, ``share_<input>`` (face / landmarks / audio / prosody) and one column per
     facial region (``brows .. jaw, other``; NaN without face crops or mesh), ``drop_<region>`` (the
     target logit's drop when that region is hidden from crops and landmarks,
-    :mod:`femo.audit.occlusion`; absent when not computed), then the index's metadata columns. curves: (N, T) per-frame face importance. features: (N, G) geometry-feature
-    importance (None without a landmarks input). examples: full maps of the first clips
+    :mod:`femo.audit.occlusion`; absent when not computed), then the index's metadata columns.
+    curves: (N, T) per-frame face importance. features: (N, G) geometry-feature importance (None
+    without a landmarks input). examples: full maps of the first clips
     (``faces`` (n, S, S, 3) uint8 of each clip's most important frame, ``maps`` (n, S, S),
     ``points`` (n, 478, 2), ``logmel`` / ``logmel_attr`` (n, 64, A)).
     """
@@ -76,10 +77,7 @@ def _face_part(res: at.Attribution, rows: pd.DataFrame, store: Path, regions: Ma
     points, found, faces = _meshes(store, rows["clip_id"].astype(str).tolist(), size, _aspect(rows))
     labels = np.stack([ar.clip_label_maps(p, f, size=size, regions=regions, radius=radius)
                        for p, f in zip(points, found)])
-    names = list(regions)
-    table = pd.DataFrame([ar.region_shares(m, lab, names, valid=f) if p is not None and np.any(f)
-                          else {n: float("nan") for n in [*names, ar.OTHER]}
-                          for m, lab, p, f in zip(maps, labels, points, found)])
+    table = ar.clip_region_table(maps, points, found=found, regions=regions, radius=radius, labels=labels)
     return table, maps, points, faces, labels
 
 
@@ -131,7 +129,7 @@ def attribute_clips(model: torch.nn.Module, batches: Iterable[Mapping[str, torch
                 examples.append(example)
         if "landmarks" in res.maps:
             features.append(at.feature_importance(res, "landmarks"))
-        drops = occ.region_occlusion(model, batch, labels=labels, regions=names, target=kwargs.get("target", "predicted"),
+        drops = occ.region_occlusion(model, batch, labels=labels, regions=names, target=res.target,
                                      means=kwargs.get("means"), blur_sigma=kwargs.get("blur_sigma")) if occlusion else None
         if drops is not None:
             frame = pd.concat([frame, pd.DataFrame(drops, columns=[f"{DROP}{n}" for n in names])], axis=1)

@@ -120,16 +120,17 @@ def retrain_key(run: str | Path, exclude: Sequence[str] = ()) -> str:
     exclusion list. A moved run folder keeps its key."""
     import hashlib
 
+    from femo.audit.masked import file_digest
+
     run = Path(run)
     store = run_options(run)[0]
     digest = hashlib.sha256(f"retrain v{RETRAIN_CACHE_VERSION}\n".encode())
     folds = sorted(run.glob("fold_*"), key=lambda p: int(p.name.split("_", 1)[1])) or [run]
-    for folder in folds:
-        for name in ("config.json", "best.pt"):
-            path = folder / name
-            digest.update(path.read_bytes() if path.is_file() else f"missing {name}".encode())
-    index = Path(store) / "index.csv"
-    digest.update(index.read_bytes() if index.is_file() else b"no index")
+    for path in [*(f / name for f in folds for name in ("config.json", "best.pt")), Path(store) / "index.csv"]:
+        if path.is_file():
+            file_digest(path, digest)
+        else:
+            digest.update(f"missing {path.name}\n".encode())
     digest.update(json.dumps(sorted(map(str, exclude))).encode())
     return digest.hexdigest()[:24]
 

@@ -64,7 +64,8 @@ class MaskedPredictions:
         return ablation.subset_tables(long, meta=self.meta, classes=self.classes)
 
 
-def _file_digest(path: Path, digest) -> None:
+def file_digest(path: Path, digest) -> None:
+    """Feed ``path``'s name and bytes (read in 1 MiB blocks) into the hashlib object ``digest``."""
     digest.update(f"{path.name}\n".encode())
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -76,11 +77,11 @@ def cache_key(runs: Sequence[TrainedRun], *, split: str, n_clips: int) -> str:
     split and the number of clips (see the module docstring)."""
     digest = hashlib.sha256(f"masked v{CACHE_VERSION} {split} {n_clips}\n".encode())
     for run in runs:
-        _file_digest(run.path / "best.pt", digest)
+        file_digest(run.path / "best.pt", digest)
     store = runs[0].store
     for path in [store / "index.csv", *sorted(store.glob("embeddings/*/meta.json"))]:
         if path.is_file():
-            _file_digest(path, digest)
+            file_digest(path, digest)
     return digest.hexdigest()[:24]
 
 

@@ -64,7 +64,7 @@ def geometry_regions(names: Sequence[str] | None = None,
 def _masks(batch: Mapping[str, torch.Tensor], keys: Sequence[str], names: Sequence[str],
            labels: torch.Tensor | None, feature_regions: Sequence[str | None]) -> tuple[torch.Tensor, ...]:
     """captum feature masks: region i of ``names`` is id i in every input; id len(names) = never hidden."""
-    b = len(batch["label"]) if "label" in batch else len(batch[keys[0]])
+    b = len(batch[keys[0]])
     out = []
     for key in keys:
         if key == "face":
@@ -77,7 +77,7 @@ def _masks(batch: Mapping[str, torch.Tensor], keys: Sequence[str], names: Sequen
 
 def region_occlusion(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
                      labels: torch.Tensor | np.ndarray | None, regions: Sequence[str],
-                     target: str = "predicted", means: Mapping[str, torch.Tensor] | None = None,
+                     target: str | np.ndarray = "predicted", means: Mapping[str, torch.Tensor] | None = None,
                      blur_sigma: float | None = None,
                      feature_regions: Sequence[str | None] | None = None) -> np.ndarray | None:
     """(B, R) drop of the target logit when each region of ``regions`` is hidden (R = len(regions),
@@ -85,7 +85,8 @@ def region_occlusion(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], 
 
     labels: (B, T, S, S) region index per crop pixel (i = ``regions[i]``; from
     :func:`femo.audit.attribution_regions.region_label_map`, frames without a face all ``other``),
-    or None when the model reads no crops. target: ``predicted`` or ``label`` (as IG).
+    or None when the model reads no crops. target: ``predicted`` or ``label`` (as IG), or the (B,)
+    class indices already chosen (e.g. an IG result's ``target``).
     means: reference means (landmark baseline). feature_regions: per geometry feature (default
     :func:`geometry_regions`). A drop is NaN for a region no input of the clip carries.
     """
@@ -109,8 +110,10 @@ def region_occlusion(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], 
     base = at.make_baselines(batch, keys, means=means, blur_sigma=blur_sigma)
     masks = _masks(batch, keys, regions, labels_t, feature_regions)
     with torch.no_grad():
-        logits = forward(*inputs, *extra)
-        tgt = logits.argmax(-1) if target == "predicted" else batch["label"].long()
+        if isinstance(target, str):
+            tgt = forward(*inputs, *extra).argmax(-1) if target == "predicted" else batch["label"].long()
+        else:
+            tgt = torch.as_tensor(np.asarray(target), dtype=torch.long)
         attr = FeatureAblation(forward).attribute(inputs, baselines=base, target=tgt, additional_forward_args=extra,
                                                   feature_mask=masks)
     drops = np.full((len(tgt), len(regions)), np.nan)
