@@ -221,9 +221,12 @@ class _Windows:
 
         self.audio_config = AudioConfig(sample_rate=self.data.sample_rate,
                                         pitch=predictor.model.extraction.get("pitch", "yin"))
+        from femo.features.functionals import set_parts
         from femo.inference.window_audio import functionals_set
 
         self.functionals = functionals_set(predictor.model.head.config)
+        # the librosa statistics need librosa's MFCC: then the window's features are computed once, by librosa
+        self.librosa_stats = self.functionals is not None and "librosa" in set_parts(self.functionals)
 
     def emit(self, buffer: FrameBuffer, *, final: bool) -> None:
         """Predict every pending window whose frames are all in ``buffer`` (all of them if ``final``)."""
@@ -264,15 +267,18 @@ class _Windows:
         seg = self.audio.segment(start, end) if self.audio is not None else np.zeros(0, np.float32)
         present = len(seg) > 0
         mel, pro = np.zeros((1, 64, frames), np.float32), np.zeros((frames, 4), np.float32)
+        feats = None
         if present and "audio" in self.p.model.head.modalities:
             # the fast path skips librosa (same features: femo.inference.window_audio); the reference keeps it
-            feats = None if self.p.reference else window_audio_features(seg, self.audio_config)
+            fast = not (self.p.reference or self.librosa_stats)
+            feats = window_audio_features(seg, self.audio_config) if fast else None
             feats = feats if feats is not None else audio_features(seg, self.audio_config)
             mel, pro = audio_inputs(feats["logmel"], feats["prosody"], frames)
         self.out["audio"].append(present)
         inputs = {"audio": torch.from_numpy(mel), "prosody": torch.from_numpy(pro), "audio_mask": torch.tensor(present)}
         if self.functionals is not None:
-            inputs["functionals"] = torch.from_numpy(window_functionals(seg, self.functionals, self.audio_config))
+            inputs["functionals"] = torch.from_numpy(window_functionals(seg, self.functionals, self.audio_config,
+                                                                        features=feats))
         self.seconds["audio"] += time.perf_counter() - t0
         return inputs
 

@@ -187,12 +187,16 @@ def functionals_set(config) -> str | None:
     return names[config.functionals_dim]
 
 
-def window_functionals(seg: np.ndarray, name: str, config: AudioConfig) -> np.ndarray:
+def window_functionals(seg: np.ndarray, name: str, config: AudioConfig, *,
+                       features: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """(F,) float32 functionals ``name`` of a window's (N,) samples, as extraction computes them for a
-    clip (:func:`femo.features.functionals.functionals`; zeros without audio)."""
+    clip (:func:`femo.features.functionals.functionals`; zeros without audio). features: the window's
+    :func:`femo.features.audio.audio_features` when already computed (sets with ``librosa`` read
+    its log-mel, MFCC and prosody; computed here when absent)."""
     from femo.features.audio import audio_features
     from femo.features.functionals import functionals, set_parts
 
-    features = audio_features(seg, config) if "librosa" in set_parts(name) and len(seg) else None
+    if "librosa" in set_parts(name) and len(seg) and (features is None or "mfcc" not in features):
+        features = audio_features(seg, config)
     values, _ = functionals(seg, name, config.sample_rate, features=features)
     return np.nan_to_num(values.astype(np.float32))
