@@ -135,11 +135,13 @@ def cascade_steps(names: Sequence[str], max_steps: int = 4, labels: Sequence[str
     names = list(names)
     labels = list(names) if labels is None else list(labels)
     layers: list[list[str]] = []  # top first, modules of one layer together
+    previous = None
     for name, label in reversed(list(zip(names, labels))):
-        if layers and labels[names.index(layers[-1][0])] == label:
+        if layers and label == previous:
             layers[-1].append(name)
         else:
             layers.append([name])
+        previous = label
     if not layers:
         return []
     n = len(layers) if max_steps <= 0 else min(max_steps, len(layers))

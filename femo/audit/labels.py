@@ -165,9 +165,10 @@ DEFAULT_ATTRIBUTES: tuple[str, ...] = ("sex", "gender", "age_group", "race", "et
 class LabelAudit:
     """Everything :func:`audit_labels` found.
 
-    clips: one row per clip: clip_id, label, suggested (most probable other class), p_label, p_suggested,
-    quality (cleanlab's label-quality score, 0..1, low = likely error), suspect (bool), oof_correct (the
-    out-of-fold top class is the recorded label), rank (1 = likeliest error; NaN for non-suspects), agreement columns when votes exist
+    clips: one row per clip: clip_id, label, suggested (most probable other class), p_label,
+    p_suggested, quality (cleanlab's label-quality score, 0..1, low = likely error), suspect (bool),
+    oof_correct (the out-of-fold top class is the recorded label), rank (1 = likeliest error; NaN
+    for non-suspects), agreement columns when votes exist
     (n_votes, majority_share, vote_entropy, majority_class, label_is_majority), then the other
     prediction columns (subject, fold, metadata). per_class: per recorded class n_clips,
     n_suspect, suspect_rate. suggestions: suspects x suggested class counts (rows = recorded
@@ -378,7 +379,6 @@ def _agreement_per_class(clips: pd.DataFrame, classes: Sequence[str], has_votes:
     table["n_clips"] = table["n_clips"].fillna(0).astype(int)
     table.index.name = "label"
     return table
-
 
 
 def empty_oof(classes: Sequence[str]) -> OutOfFold:

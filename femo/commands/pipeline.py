@@ -61,7 +61,6 @@ def _default_epochs() -> int:
     return TrainConfig().epochs
 
 
-
 def _default_fold_workers() -> int:
     import os
 
