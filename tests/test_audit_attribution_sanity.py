@@ -156,6 +156,32 @@ def test_planted_region_check():
     assert planted_region_check(table.drop(columns="expression_region"), regions) is None
 
 
+def test_planted_region_check_counts_only_clips_whose_face_shows_their_emotion():
+    from femo.audit.attribution_report import (PLANTED, choose_clips, planted_region_check,
+                                               with_planted_expression)
+
+    regions = ("brows", "mouth", ar.OTHER)
+    # 4 mouth-only clips whose face shows their emotion (mouth first); 3 that the check must leave out,
+    # where brows came first: audio-informative (the face shows another emotion) and neutral ones
+    table = pd.DataFrame({"expression_region": ["mouth"] * 7 + ["full"],
+                          "true_emotion": ["happy", "sad", "fear", "angry", "happy", "sad", "neutral", "happy"],
+                          "face_emotion": ["happy", "sad", "fear", "angry", "angry", "fear", "neutral", "happy"],
+                          "brows": [0.1] * 4 + [0.9] * 3 + [0.1], "mouth": [0.3] * 4 + [0.0] * 3 + [0.3],
+                          ar.OTHER: 0.0})
+    out = planted_region_check(table, regions, min_clips=4)
+    assert out["n_clips"] == 4 and out["top"] == "mouth" and out["passed"]
+    assert out["values"]["brows"] == pytest.approx(0.1)
+    assert not planted_region_check(table, regions, min_clips=5)["judged"]
+    marked = with_planted_expression(table)
+    assert marked[PLANTED].iloc[:4].eq("mouth").all() and marked[PLANTED].iloc[4:7].isna().all()
+    assert marked[PLANTED].iloc[-1] == "full"
+    # choose_clips draws the planted mouth-only clips only; rows without a value are no stratum
+    rows = choose_clips(marked, {PLANTED: 10})
+    assert sorted(rows) == [0, 1, 2, 3, 7]
+    # without the emotion columns (an older synthetic set) every mouth-only clip counts
+    assert planted_region_check(table.drop(columns=["true_emotion", "face_emotion"]), regions)["n_clips"] == 7
+
+
 def test_attribution_result_says_a_failed_check_first(cnn, held_out, tmp_path):
     import json
 

@@ -11,6 +11,7 @@ import pytest
 
 from femo.reports import demo
 from femo.data.store import StoreMeta, write_index, write_meta
+from femo.models.frames import CROP_CNN_SIZE
 
 
 def make_store(folder: Path, manifest: Path | None = None) -> Path:
@@ -178,6 +179,15 @@ def test_pipeline_plants_a_bias_and_trains_every_fold(tmp_path: Path, monkeypatc
     assert seen[1][seen[1].index("--freeze") + 1] == "full"
     assert stages["embeddings"](True) == {"embeddings": ""}
     seen.clear()
+    state = {"data": {"manifest": str(tmp_path / "m.csv")}}
+    pipeline._stages(args, tmp_path / "work", state)["features"](False)
+    # the demo's crops are stored at the side crop_cnn reads (no resize per batch), 8 frames per clip
+    assert seen[0][seen[0].index("--face-size") + 1] == str(CROP_CNN_SIZE)
+    assert seen[0][seen[0].index("--frames") + 1] == "8"
+    seen.clear()
+    pipeline._stages(_pipeline_args(tmp_path, data=str(tmp_path / "m.csv")), tmp_path / "work", state)["features"](False)
+    assert "--face-size" not in seen[0] and "--frames" not in seen[0]  # real data: the extraction defaults
+    seen.clear()
     pipeline._stages(_pipeline_args(tmp_path, plant_bias="none", fold=2), tmp_path / "work",
                      {"embeddings": {"embeddings": ""}})["train"](True)
     assert seen[0][seen[0].index("--fold") + 1] == "2"
@@ -191,7 +201,7 @@ def test_pipeline_plants_a_bias_and_trains_every_fold(tmp_path: Path, monkeypatc
 def test_demo_pipeline_recovers_the_planted_truth(tmp_path: Path) -> None:
     """The bars of the default demo, on a reduced synthetic set run through the same pipeline code:
     the planted group flagged and no other attribute; the label-carrying modality first in its
-    slices; the mouth first in mouth-only clips; the randomisation check passed. (About 9
+    slices; the mouth first in mouth-only clips; the randomisation check passed. (About 5
     minutes on 2 cores; the fast versions of each check run on models with known behaviour in
     test_audit_ablation, test_audit_attribution, test_audit_fairness and test_reports_planted.)"""
     from femo.commands import pipeline

@@ -151,22 +151,51 @@ def region_summary(result: ClipAttributions) -> dict[str, float]:
     return {c: float(part[c].mean()) for c in cols} if len(part) else {}
 
 
+#: Column :func:`with_planted_expression` adds: ``expression_region`` where it is planted truth.
+PLANTED = "planted_expression"
+#: The synthetic set's emotion with nothing drawn on the face.
+NO_EXPRESSION = "neutral"
+
+
+def planted_expression(table: pd.DataFrame) -> pd.Series | None:
+    """The synthetic set's ``expression_region`` (full | mouth) of the clips where it says where the
+    clip's emotion is drawn, else missing: the face must show the clip's own emotion
+    (``face_emotion == true_emotion``; in audio-informative clips it shows another one) and an
+    expression at all (not ``neutral``, where no region moves). None without ``expression_region``;
+    without the emotion columns every clip's region is kept."""
+    if "expression_region" not in table.columns:
+        return None
+    region = table["expression_region"].astype(str)
+    if not {"face_emotion", "true_emotion"} <= set(table.columns):
+        return region
+    face = table["face_emotion"].astype(str)
+    return region.where((face == table["true_emotion"].astype(str)) & (face != NO_EXPRESSION))
+
+
+def with_planted_expression(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the :data:`PLANTED` column (:func:`planted_expression`) when it has
+    ``expression_region``, else unchanged."""
+    planted = planted_expression(table)
+    return table if planted is None else table.assign(**{PLANTED: planted})
+
+
 def choose_clips(table: pd.DataFrame, by: Mapping[str, int], *, seed: int = 0) -> np.ndarray:
     """Rows of ``table`` to explain, stratified: for every column ``c`` of ``by`` and every value of
     ``table[c]``, up to ``by[c]`` rows with that value (all of them when fewer exist), drawn with
-    ``seed``; rows already chosen for an earlier column count towards later ones.
+    ``seed``; rows already chosen for an earlier column count towards later ones. Rows without a
+    value (NaN) in a column are no stratum of it.
 
-    E.g. ``by={"predicted": 5, "expression_region": 5}``: five clips per predicted emotion, and
-    at least five mouth-only clips. Columns absent from ``table`` are skipped. Returns sorted
-    positional row numbers (int64).
+    E.g. ``by={"predicted": 5, PLANTED: 5}`` on :func:`with_planted_expression`'s table: five clips
+    per predicted emotion, and at least five mouth-only clips whose face shows their emotion.
+    Columns absent from ``table`` are skipped. Returns sorted positional row numbers (int64).
     """
     rng = np.random.default_rng(seed)
     chosen: set[int] = set()
     for column, count in by.items():
         if column not in table.columns or count <= 0:
             continue
-        values = table[column].astype(str).to_numpy()
-        for value in sorted(set(values)):
+        values = table[column].astype(str).where(table[column].notna(), "").to_numpy()
+        for value in sorted(set(values) - {""}):
             rows = np.flatnonzero(values == value)
             have = [r for r in rows if r in chosen]
             rest = rng.permutation([r for r in rows if r not in chosen])
@@ -210,17 +239,20 @@ def planted_region_check(table: pd.DataFrame, regions: Sequence[str], *, column:
     """On a synthetic set: do the clips whose expression is drawn only in ``value`` (column
     ``expression_region``) put the most on the ``expected`` region?
 
-    prefix: which measure is ranked (:data:`MEASURES`): ``""`` the IG region shares of the face
-    crops, ``"drop_"`` the region-occlusion drops. Regions compared: the named facial regions
-    (``other`` -- cheeks, forehead, background -- is reported but not ranked). Returns None without
-    the column or the measure, else ``{column, value, expected, measure, n_clips, values, top,
-    judged, passed}`` (``values``: the mean per region; ``judged`` False below ``min_clips`` clips).
+    Only clips where that column is planted truth count (:func:`planted_expression`: the face
+    shows the clip's own emotion, not neutral). prefix: which measure is ranked
+    (:data:`MEASURES`): ``""`` the IG region shares of the face crops, ``"drop_"`` the
+    region-occlusion drops. Regions compared: the named facial regions (``other`` -- cheeks,
+    forehead, background -- is reported but not ranked). Returns None without the column or the
+    measure, else ``{column, value, expected, measure, n_clips, values, top, judged, passed}``
+    (``values``: the mean per region; ``judged`` False below ``min_clips`` clips).
     """
     cols = [f"{prefix}{r}" for r in regions]
     if column not in table.columns or not set(cols) <= set(table.columns):
         return None
     named = [r for r in regions if r != ar.OTHER]
-    part = table[table[column].astype(str) == value].dropna(subset=cols)
+    planted = planted_expression(table.assign(expression_region=table[column])).fillna("")
+    part = table[planted == value].dropna(subset=cols)
     values = {r: float(part[f"{prefix}{r}"].mean()) for r in regions} if len(part) else {}
     top = max(named, key=lambda r: values[r]) if values else None
     judged = len(part) >= min_clips
