@@ -1,7 +1,7 @@
 """Real-time factor of ``femo predict`` on CPU, split by stage, the whole process, and peak memory.
 
     python benchmarks/predict.py [--seconds 60 1200] [--modes fast reference] [--threads 1] [--no-process]
-                                 [--startup-ab 3]
+                                 [--startup-ab 3] [--face resnet18|faceapi]
 
 The clip: 640x360 H.264 + AAC mp4 at 25 fps of ``skimage.data.astronaut()`` with a small affine
 wobble (period 2 s) and a 220 Hz tone, encoded frame by frame with
@@ -9,7 +9,9 @@ wobble (period 2 s) and a 220 Hz tone, encoded frame by frame with
 the 60 s clip repeated by copying its packets, so a 20-minute clip is ready in seconds. The model: the default
 configuration (``ModelConfig()``: ResNet-18 frame CNN at 112 px, transformer temporal blocks,
 gated fusion, face + landmarks + audio; ``DataConfig()``: T = 16 frames per 2 s window, hop 0.5 s)
-with untrained weights -- speed does not depend on the weights.
+with untrained weights -- speed does not depend on the weights. ``--face faceapi``: the same with
+the face path ``femo train`` takes by default (cached face-api.js embeddings; predict runs that
+324k-parameter net on the crops instead of ResNet-18).
 
 Each measurement runs in its own child process (clean peak memory), after a 2-second warm-up
 clip (numba/librosa JIT, landmarker start-up):
@@ -114,16 +116,26 @@ def repeat_clip(base: Path, times: int, out: Path) -> Path:
     return out
 
 
-def make_run(out: Path) -> Path:
-    """A run folder with the default model, untrained."""
+#: ``--face``: the frame CNN of the run predicted with. ``resnet18``: ``ModelConfig()``'s own
+#: (ResNet-18 at 112 px); ``faceapi``: a run trained as ``femo train`` trains by default, on cached
+#: face-api.js embeddings (predict rebuilds that 324k-parameter net; needs `femo models fetch --face-weights`).
+FACES = ("resnet18", "faceapi")
+
+
+def make_run(out: Path, face: str = "resnet18") -> Path:
+    """A run folder with the default model (face path ``face``, :data:`FACES`), untrained."""
     import torch
 
     from femo.config import CLASSES, DataConfig, ModelConfig, to_dict
+    from femo.models.frames import build_frame_encoder
     from femo.models.net import FemoNet
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model, data = ModelConfig(), DataConfig()
+    if face != "resnet18":
+        dim = int(build_frame_encoder(face, freeze="frozen").out_dim)
+        model = ModelConfig(embeddings=face, embedding_dim=dim)
     net = FemoNet(model, len(CLASSES))
     config = {"model": to_dict(model), "train": {}, "data": to_dict(data), "classes": list(CLASSES),
               "store": "", "fold": None, "versions": {}}
@@ -239,6 +251,9 @@ def main() -> None:
     p.add_argument("--process-max", type=float, default=120.0,
                    help="time the whole `femo predict` process only on clips up to this many seconds (default 120)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--face", choices=FACES, default="resnet18",
+                   help="frame CNN of the run: ModelConfig()'s resnet18 (default) or faceapi, the face path "
+                        "`femo train` uses by default (cached face-api.js embeddings)")
     p.add_argument("--no-process", dest="process", action="store_false", help="skip the whole-process timing")
     p.add_argument("--keep", type=Path, default=None,
                    help="write (and reuse) the clips and the run in this folder instead of a temporary one")
@@ -261,7 +276,8 @@ def main() -> None:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         clip_at = lambda name, seconds: folder / name if (folder / name).is_file() else write_clip(folder / name, seconds)
-        run = folder / "run" if (folder / "run" / "best.pt").is_file() else make_run(folder / "run")
+        name = "run" if args.face == "resnet18" else f"run_{args.face}"
+        run = folder / name if (folder / name / "best.pt").is_file() else make_run(folder / name, args.face)
         warm = clip_at("warm.mp4", 2.0)
         startup = startup_ab(warm, run, args.startup_ab) if args.startup_ab else []
         for seconds in args.seconds:
@@ -283,7 +299,7 @@ def main() -> None:
             if args.process and seconds <= args.process_max:
                 rows.append(whole_process(clip, run, args.threads))
                 print(table([rows[-1]]).splitlines()[-1], flush=True)
-    print(f"\n640x360 @ 25 fps, window 2 s / hop 0.5 s, torch threads {args.threads}, "
+    print(f"\n640x360 @ 25 fps, window 2 s / hop 0.5 s, face path {args.face}, torch threads {args.threads}, "
           f"{os.cpu_count()} cores (shared)")
     print(table(rows))
     for o in outputs:
@@ -295,6 +311,7 @@ def main() -> None:
         if cpu:
             print(f"start-up + 2 s clip, audio {audio}: CPU {min(cpu):.2f}-{max(cpu):.2f} s over {len(cpu)} runs")
     args.results.write_text(json.dumps({"rows": rows, "outputs": outputs, "startup": startup, "threads": args.threads,
+                                        "face": args.face,
                                    "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)"}, indent=2))
     print(f"wrote {args.results}")
 
