@@ -9,6 +9,7 @@ repeats of the same folder would reuse cached stages, so every repeat gets its o
     python benchmarks/report_time.py --out /tmp/femo_report_time          # one run
     python benchmarks/report_time.py --out /tmp/femo_report_time --repeats 3 --clips 392
     python benchmarks/report_time.py --out /tmp/femo_report_time --rerun   # and a second `make report`
+    python benchmarks/report_time.py --out /tmp/femo_report_time_s1 --seed 1   # other subjects and clips
 
 Besides wall-clock seconds it records the CPU seconds of the run (this process and its finished
 workers) and the 1-minute load average before and after, because on a shared machine the wall
@@ -35,7 +36,7 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def one_run(folder: Path, clips: int | None) -> dict:
+def one_run(folder: Path, clips: int | None, seed: int | None = None) -> dict:
     """Run the pipeline into ``folder``; returns the stage seconds and the planted checks."""
     from femo import cli
     from femo.reports.index import collect
@@ -43,7 +44,7 @@ def one_run(folder: Path, clips: int | None) -> dict:
 
     argv = ["pipeline", "--workdir", str(folder / "work"), "--reports-dir", str(folder / "reports"), "--tag", "bench"]
     load_before, cpu_before, started = os.getloadavg()[0], _cpu_seconds(), time.monotonic()
-    rc = cli.main(argv + (["--clips", str(clips)] if clips else []))
+    rc = cli.main(argv + (["--clips", str(clips)] if clips else []) + (["--seed", str(seed)] if seed is not None else []))
     wall, cpu = time.monotonic() - started, _cpu_seconds() - cpu_before
     state = json.loads((folder / "work" / "stages.json").read_text())
     index = Path(state["reports"]["index"])
@@ -59,12 +60,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the runs and report_time.json")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--clips", type=int, default=None, help="synthetic clips (default: the pipeline's)")
+    parser.add_argument("--seed", type=int, default=None, help="synthetic data seed (default: the pipeline's)")
     parser.add_argument("--rerun", action="store_true",
                         help="then run the pipeline once more in the last folder: the cached stages are "
                              "skipped and only the reports rerun (what a second `make report` costs)")
     args = parser.parse_args()
-    runs = [one_run(args.out / f"run{i + 1}", args.clips) for i in range(args.repeats)]
-    rerun = one_run(args.out / f"run{args.repeats}", args.clips) if args.rerun else None
+    runs = [one_run(args.out / f"run{i + 1}", args.clips, args.seed) for i in range(args.repeats)]
+    rerun = one_run(args.out / f"run{args.repeats}", args.clips, args.seed) if args.rerun else None
     stages = list(runs[0]["stages"])
     print("| stage | median s | range s |\n|---|---|---|")
     for name in stages + ["total"]:

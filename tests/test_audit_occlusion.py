@@ -109,6 +109,26 @@ def test_attribute_clips_adds_drop_columns(cnn, held_out, tmp_path, monkeypatch)
     assert drops.mean().drop(f"{rep.DROP}{ar.OTHER}").idxmax() == f"{rep.DROP}mouth"
     check = rep.planted_region_check(out.table.assign(expression_region="mouth"), NAMES, prefix=rep.DROP)
     assert check["passed"] and check["top"] == "mouth" and "hidden" in check["measure"]
+    # the true emotion's logit: the same drops where the target is the label (every clip here), its own
+    # where it is not (half the clips relabelled, so the double's predictions miss them)
+    assert (out.table["target"] == out.table["label"]).all()
+    assert np.allclose(out.table[[f"{rep.LABEL_DROP}{n}" for n in NAMES]].to_numpy(), drops.to_numpy())
+    label = held_out["label"].clone()
+    label[::2] = (label[::2] + 1) % C
+    relabelled = dict(held_out, label=label)
+    mixed = rep.attribute_clips(cnn, [relabelled], index=index, store=tmp_path, classes=[str(c) for c in range(C)],
+                                regions=synthetic_regions(), radius=2.5, n_steps=4).table
+    same = (mixed["target"] == mixed["label"]).to_numpy()
+    assert 0 < same.sum() < len(same)
+    label_drops = mixed[[f"{rep.LABEL_DROP}{n}" for n in NAMES]].to_numpy()
+    expect = oc.region_occlusion(cnn, relabelled, labels=_labels(12), regions=NAMES, feature_regions=FEATURE_REGIONS,
+                                 target=label.numpy())
+    assert label_drops == pytest.approx(expect, abs=1e-5)
+    target_drops = mixed[[f"{rep.DROP}{n}" for n in NAMES]].to_numpy()
+    assert np.allclose(label_drops[same], target_drops[same], atol=1e-6)
+    assert not np.allclose(label_drops[~same], target_drops[~same])
+    labelled = rep.planted_region_check(mixed.assign(expression_region="mouth"), NAMES, prefix=rep.LABEL_DROP)
+    assert "true emotion" in labelled["measure"] and labelled["n_clips"] == 12
     plain = rep.attribute_clips(cnn, [held_out], index=index, store=tmp_path, classes=[str(c) for c in range(C)],
                                 regions=synthetic_regions(), radius=2.5, n_steps=4, occlusion=False)
     assert not any(c.startswith(rep.DROP) for c in plain.table.columns)

@@ -109,7 +109,7 @@ def _pipeline_args(tmp_path: Path, **kw):
 
     base = {"data": "", "tag": "t", "workdir": str(tmp_path / "work"), "clips": 20, "plant_bias": "skin_tone=dark",
             "epochs": 2, "fold": 0, "workers": 1, "fold_workers": 2, "reports_dir": str(tmp_path / "reports"), "force": False,
-            "annotate": False}
+            "annotate": False, "seed": None}
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -119,13 +119,16 @@ def test_pipeline_stage_keys_follow_settings() -> None:
     from femo.commands import pipeline
 
     args = argparse.Namespace(data="", clips=20, plant_bias="skin_tone=dark", workers=1, epochs=2, fold=0,
-                              fold_workers=1)
+                              fold_workers=1, seed=None)
     keys = pipeline.stage_keys(args)
     assert set(keys) == {"data", "features", "embeddings", "train"} and keys == pipeline.stage_keys(args)
     other = pipeline.stage_keys(argparse.Namespace(**{**vars(args), "epochs": 3}))
     assert other["data"] == keys["data"] and other["train"] != keys["train"]  # only training redone
     biased = pipeline.stage_keys(argparse.Namespace(**{**vars(args), "plant_bias": "none"}))
     assert all(biased[k] != keys[k] for k in keys)  # new data: everything after it is redone
+    reseeded = pipeline.stage_keys(argparse.Namespace(**{**vars(args), "seed": 1}))
+    assert all(reseeded[k] != keys[k] for k in keys)
+    assert pipeline.stage_keys(argparse.Namespace(**{**vars(args), "seed": None})) == keys
 
 
 def test_pipeline_skips_unchanged_stages_and_resumes_with_the_same_key(tmp_path: Path, monkeypatch) -> None:
@@ -172,6 +175,7 @@ def test_pipeline_plants_a_bias_and_trains_every_fold(tmp_path: Path, monkeypatc
     stages["data"](True)
     stages["train"](True)
     assert seen[0][:2] == ["synth", str(tmp_path / "work" / "data")] and seen[0][-2:] == ["--plant-bias", "skin_tone=dark"]
+    assert "--seed" not in seen[0]  # femo synth's own default
     assert "--folds" in seen[1] and seen[1][seen[1].index("--folds") + 1] == "all" and "--fold" not in seen[1]
     # the synthetic demo's face branch: the small crop CNN trained end to end, no cached embeddings
     assert seen[1][seen[1].index("--frame-encoder") + 1] == "crop_cnn" and "--embeddings" not in seen[1]
@@ -191,6 +195,9 @@ def test_pipeline_plants_a_bias_and_trains_every_fold(tmp_path: Path, monkeypatc
     pipeline._stages(_pipeline_args(tmp_path, plant_bias="none", fold=2), tmp_path / "work",
                      {"embeddings": {"embeddings": ""}})["train"](True)
     assert seen[0][seen[0].index("--fold") + 1] == "2"
+    seen.clear()
+    pipeline._stages(_pipeline_args(tmp_path, seed=3), tmp_path / "work", {})["data"](True)
+    assert seen[0][seen[0].index("--seed") + 1] == "3"
     seen.clear()
     pipeline._stages(_pipeline_args(tmp_path, data=str(tmp_path / "m.csv")), tmp_path / "work",
                      {"embeddings": {"embeddings": "faceapi"}})["train"](True)

@@ -21,6 +21,8 @@ from femo.audit import attribution_regions as ar
 
 #: Column prefix of the region-occlusion drops (``drop_mouth``: target-logit drop with the mouth hidden).
 DROP = "drop_"
+#: Same for the logit of the clip's true emotion (``label_drop_mouth``), what the planted-truth check reads.
+LABEL_DROP = "label_drop_"
 
 
 @dataclass
@@ -31,7 +33,9 @@ class ClipAttributions:
     ``relative_delta``, ``share_<input>`` (face / landmarks / audio / prosody) and one column per
     facial region (``brows .. jaw, other``; NaN without face crops or mesh), ``drop_<region>`` (the
     target logit's drop when that region is hidden from crops and landmarks,
-    :mod:`femo.audit.occlusion`; absent when not computed), then the index's metadata columns.
+    :mod:`femo.audit.occlusion`; absent when not computed), ``label_drop_<region>`` (the same for
+    the true emotion's logit; equal to ``drop_`` where the target is the label), then the index's
+    metadata columns.
     curves: (N, T) per-frame face importance. features: (N, G) geometry-feature importance (None
     without a landmarks input). examples: full maps of the first clips
     (``faces`` (n, S, S, 3) uint8 of each clip's most important frame, ``maps`` (n, S, S),
@@ -100,7 +104,8 @@ def attribute_clips(model: torch.nn.Module, batches: Iterable[Mapping[str, torch
     index: the dataset's index (row ``i`` = sample ``index == i``; needs ``clip_id``). store: the
     feature store (face meshes for the region masks). occlusion: also hide one facial region at a
     time from the crops and landmarks (:func:`femo.audit.occlusion.region_occlusion`; columns
-    ``drop_<region>``). kwargs go to :func:`attribute` (``target``, ``means``, ``n_steps``,
+    ``drop_<region>`` for the attributed target and ``label_drop_<region>`` for the true emotion,
+    computed a second time only for batches where some target is not the label). kwargs go to :func:`attribute` (``target``, ``means``, ``n_steps``,
     ``n_samples``, ``blur_sigma``).
     """
     from femo.audit import occlusion as occ
@@ -129,10 +134,13 @@ def attribute_clips(model: torch.nn.Module, batches: Iterable[Mapping[str, torch
                 examples.append(example)
         if "landmarks" in res.maps:
             features.append(at.feature_importance(res, "landmarks"))
-        drops = occ.region_occlusion(model, batch, labels=labels, regions=names, target=res.target,
-                                     means=kwargs.get("means"), blur_sigma=kwargs.get("blur_sigma")) if occlusion else None
+        hide = dict(labels=labels, regions=names, means=kwargs.get("means"), blur_sigma=kwargs.get("blur_sigma"))
+        drops = occ.region_occlusion(model, batch, target=res.target, **hide) if occlusion else None
         if drops is not None:
-            frame = pd.concat([frame, pd.DataFrame(drops, columns=[f"{DROP}{n}" for n in names])], axis=1)
+            same = bool(np.array_equal(res.target, res.label))
+            label_drops = drops if same else occ.region_occlusion(model, batch, target=res.label, **hide)
+            frame = pd.concat([frame, pd.DataFrame(drops, columns=[f"{DROP}{n}" for n in names]),
+                               pd.DataFrame(label_drops, columns=[f"{LABEL_DROP}{n}" for n in names])], axis=1)
         meta = rows.drop(columns=[c for c in rows.columns if c in frame.columns or c == "label"])
         tables.append(pd.concat([frame, meta], axis=1))
         curves.append(curve)
@@ -230,7 +238,9 @@ def occlusion_table(table: pd.DataFrame, by: str, regions: Sequence[str]) -> pd.
 
 #: What :func:`planted_region_check` ranks, by column prefix.
 MEASURES: dict[str, str] = {"": "share of the face crops' |integrated gradients|",
-                            DROP: "drop of the target logit with the region hidden from crops and landmarks"}
+                            DROP: "drop of the target logit with the region hidden from crops and landmarks",
+                            LABEL_DROP: "drop of the true emotion's logit with the region hidden from crops and "
+                                        "landmarks"}
 
 
 def planted_region_check(table: pd.DataFrame, regions: Sequence[str], *, column: str = "expression_region",
@@ -242,7 +252,9 @@ def planted_region_check(table: pd.DataFrame, regions: Sequence[str], *, column:
     Only clips where that column is planted truth count (:func:`planted_expression`: the face
     shows the clip's own emotion, not neutral). prefix: which measure is ranked
     (:data:`MEASURES`): ``""`` the IG region shares of the face crops, ``"drop_"`` the
-    region-occlusion drops. Regions compared: the named facial regions (``other`` -- cheeks,
+    region-occlusion drops of the attributed target, ``"label_drop_"`` those of the true emotion
+    (what was planted: where the clip's emotion is drawn, whatever the model predicted; a wrong
+    prediction's evidence is elsewhere by definition). Regions compared: the named facial regions (``other`` -- cheeks,
     forehead, background -- is reported but not ranked). Returns None without the column or the
     measure, else ``{column, value, expected, measure, n_clips, values, top, judged, passed}``
     (``values``: the mean per region; ``judged`` False below ``min_clips`` clips).

@@ -81,6 +81,8 @@ def register(subparsers) -> None:
     p.add_argument("--tag", default="demo", help="report tag and default workdir name (default: demo)")
     p.add_argument("--workdir", default=None, help="where data, store and run go (default: runs/<tag>)")
     p.add_argument("--clips", type=int, default=None, help="synthetic clips (default: femo synth's default)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="synthetic data: femo synth's seed (default: its default); another seed draws other subjects and clips")
     p.add_argument("--plant-bias", default=DEFAULT_BIAS, metavar="COLUMN=VALUE",
                    help=f"synthetic data: subgroup made harder to read (default {DEFAULT_BIAS}; 'none' plants none)")
     p.add_argument("--epochs", type=int, default=_default_epochs(),
@@ -117,7 +119,8 @@ def _data_stage(args: argparse.Namespace, work: Path) -> Path:
     """Write or build the manifest; returns its path."""
     if not args.data:
         out = work / "data"
-        _femo(["synth", str(out)] + (["--clips", str(args.clips)] if args.clips else []) + _bias(args))
+        seed = ["--seed", str(args.seed)] if args.seed is not None else []
+        _femo(["synth", str(out)] + (["--clips", str(args.clips)] if args.clips else []) + seed + _bias(args))
         return out / "manifest.csv"
     source = Path(args.data).expanduser().resolve()
     if not source.exists():
@@ -139,7 +142,8 @@ def stage_inputs(args: argparse.Namespace) -> dict[str, dict]:
     from femo.reports.demo import source_fingerprint
 
     face = [] if args.data else list(DEMO_FACE)
-    settings = {"data": [args.data, args.clips, args.plant_bias if not args.data else ""],
+    settings = {"data": [args.data, args.clips, args.plant_bias if not args.data else "",
+                         *([args.seed] if args.seed is not None and not args.data else [])],
                 "features": [args.workers, *([] if args.data else DEMO_EXTRACT)], "embeddings": face, "train": [args.epochs, args.fold, args.fold_workers, *face]}
     inputs, previous = {}, ""
     for name in STAGES[:-1]:

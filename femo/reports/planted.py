@@ -11,8 +11,9 @@ parameter) and checks, each with the measured figure and pass/fail:
    planted one;
 2. **modality**: in the ``informative=face`` / ``informative=audio`` slices the label-carrying
    modality gets the largest Shapley share (03);
-3. **region**: in mouth-only clips hiding the mouth from the face inputs (crops and landmarks,
-   :mod:`femo.audit.occlusion`) lowers the target logit more than hiding any other region (05);
+3. **region**: in mouth-only clips whose face shows their emotion, hiding the mouth from the face
+   inputs (crops and landmarks, :mod:`femo.audit.occlusion`) lowers that emotion's logit more than
+   hiding any other region (05);
    the integrated-gradients shares of the crops alone are shown next to it, not judged;
 4. **randomisation**: the attribution's cascading model-randomisation check passes (05).
 
