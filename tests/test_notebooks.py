@@ -102,6 +102,14 @@ def test_notebook_follows_conventions(notebook: Path) -> None:
     assert nb_checks.check_notebook(notebook) == []
 
 
+def test_a_cell_without_an_id_is_named(tmp_path: Path) -> None:
+    nb = json.loads(NOTEBOOKS[0].read_text(encoding="utf-8"))
+    del nb["cells"][2]["id"]
+    copy = tmp_path / NOTEBOOKS[0].name
+    copy.write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    assert nb_checks.check_notebook(copy) == ["cell(s) [2] have no id (nbformat 4.5: one per cell)"]
+
+
 @pytest.fixture(scope="module")
 def demo_set() -> demo.DemoPaths:
     """The cached smoke set, built here (not inside a kernel) so a build error surfaces clearly."""

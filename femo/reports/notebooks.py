@@ -19,6 +19,7 @@ enforces the mechanical ones):
 from __future__ import annotations
 
 import ast
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +101,11 @@ def check_notebook(notebook: str | Path) -> list[str]:
     import nbformat
 
     path = Path(notebook)
-    nb = nbformat.read(path, as_version=4)
+    nb = nbformat.read(path, as_version=4)  # fills in missing cell ids in memory, so the file is read too
     problems = []
+    no_id = [i for i, cell in enumerate(json.loads(path.read_text(encoding="utf-8")).get("cells", [])) if "id" not in cell]
+    if no_id:
+        problems.append(f"cell(s) {no_id} have no id (nbformat 4.5: one per cell)")
     if nb.metadata.get("kernelspec", {}).get("name") != "python3":
         problems.append("kernel is not python3")
     code = [c for c in nb.cells if c.cell_type == "code"]
