@@ -4,8 +4,8 @@
 
 Frames: the 640x360 astronaut clip of ``benchmarks/predict.py`` (``write_clip``), decoded with
 PyAV, every third frame kept (25 fps -> 8.3 frames/s, what predict's 16 frames per 2 s window
-need). Each setting runs FaceLandmarker in VIDEO mode (tracking between frames, as femo runs it)
-with blendshapes and the transformation matrix, ``--faces`` = ``num_faces`` (femo uses 3 so a
+need). Each setting runs femo's FaceLandmarker (``FaceTracker``'s, VIDEO mode: tracking between
+frames; blendshapes and the transformation matrix), ``--faces`` = ``num_faces`` (femo uses 3 so a
 second face can be seen; mediapipe runs its face detector on frames where fewer faces than that
 are tracked), ``--repeats`` times alternating, after one warm-up pass. Prints milliseconds per
 frame (wall and process CPU; the landmarker runs on the calling thread) and what that costs per
@@ -37,17 +37,15 @@ def frames_of(clip: Path) -> list[np.ndarray]:
 
 
 def time_landmarker(frames: list[np.ndarray], num_faces: int, start_ms: int) -> dict:
-    """One pass over ``frames`` in VIDEO mode with ``num_faces``; ms per frame (wall and CPU)."""
+    """One pass over ``frames`` in VIDEO mode with ``num_faces``; ms per frame (wall and CPU).
+    The landmarker is the one :class:`femo.features.face.FaceTracker` builds (its VIDEO-mode
+    landmarker alone: no rescue, no crops), so the options are femo's."""
     import mediapipe as mp
-    from mediapipe.tasks.python import BaseOptions, vision
 
-    from femo.assets import asset_path
+    from femo.features.face import FaceTracker
 
-    options = vision.FaceLandmarkerOptions(
-        base_options=BaseOptions(model_asset_path=str(asset_path("face_landmarker.task"))),
-        running_mode=vision.RunningMode.VIDEO, num_faces=num_faces,
-        output_face_blendshapes=True, output_facial_transformation_matrixes=True)
-    lm = vision.FaceLandmarker.create_from_options(options)
+    tracker = FaceTracker(max_faces=num_faces, rescue=False)
+    lm = tracker._video
     try:
         step = int(round(1000 * KEEP_EVERY / 25))
         found = 0
@@ -60,7 +58,7 @@ def time_landmarker(frames: list[np.ndarray], num_faces: int, start_ms: int) -> 
                                               start_ms + i * step).face_landmarks)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
-        lm.close()
+        tracker.close()
     n = len(frames)
     return {"num_faces": num_faces, "frames": n, "found": found, "ms_per_frame": 1000 * wall / n,
             "cpu_ms_per_frame": 1000 * cpu / n, "cpu_s_per_video_s_at_8fps": 8 * cpu / n}

@@ -105,8 +105,8 @@ def attribute_clips(model: torch.nn.Module, batches: Iterable[Mapping[str, torch
     feature store (face meshes for the region masks). occlusion: also hide one facial region at a
     time from the crops and landmarks (:func:`femo.audit.occlusion.region_occlusion`; columns
     ``drop_<region>`` for the attributed target and ``label_drop_<region>`` for the true emotion,
-    computed a second time only for batches where some target is not the label). kwargs go to :func:`attribute` (``target``, ``means``, ``n_steps``,
-    ``n_samples``, ``blur_sigma``).
+    computed a second time only for batches where some target is not the label). kwargs go to
+    :func:`attribute` (``target``, ``means``, ``n_steps``, ``n_samples``, ``blur_sigma``).
     """
     from femo.audit import occlusion as occ
 
@@ -165,15 +165,15 @@ PLANTED = "planted_expression"
 NO_EXPRESSION = "neutral"
 
 
-def planted_expression(table: pd.DataFrame) -> pd.Series | None:
-    """The synthetic set's ``expression_region`` (full | mouth) of the clips where it says where the
-    clip's emotion is drawn, else missing: the face must show the clip's own emotion
+def planted_expression(table: pd.DataFrame, column: str = "expression_region") -> pd.Series | None:
+    """The synthetic set's ``column`` (``expression_region``: full | mouth) of the clips where it
+    says where the clip's emotion is drawn, else missing: the face must show the clip's own emotion
     (``face_emotion == true_emotion``; in audio-informative clips it shows another one) and an
-    expression at all (not ``neutral``, where no region moves). None without ``expression_region``;
-    without the emotion columns every clip's region is kept."""
-    if "expression_region" not in table.columns:
+    expression at all (not ``neutral``, where no region moves). None without ``column``; without
+    the emotion columns every clip's region is kept."""
+    if column not in table.columns:
         return None
-    region = table["expression_region"].astype(str)
+    region = table[column].astype(str)
     if not {"face_emotion", "true_emotion"} <= set(table.columns):
         return region
     face = table["face_emotion"].astype(str)
@@ -254,17 +254,16 @@ def planted_region_check(table: pd.DataFrame, regions: Sequence[str], *, column:
     (:data:`MEASURES`): ``""`` the IG region shares of the face crops, ``"drop_"`` the
     region-occlusion drops of the attributed target, ``"label_drop_"`` those of the true emotion
     (what was planted: where the clip's emotion is drawn, whatever the model predicted; a wrong
-    prediction's evidence is elsewhere by definition). Regions compared: the named facial regions (``other`` -- cheeks,
-    forehead, background -- is reported but not ranked). Returns None without the column or the
-    measure, else ``{column, value, expected, measure, n_clips, values, top, judged, passed}``
-    (``values``: the mean per region; ``judged`` False below ``min_clips`` clips).
+    prediction's evidence is elsewhere by definition). Regions compared: the named facial regions
+    (``other`` -- cheeks, forehead, background -- is reported but not ranked). Returns None without
+    the column or the measure, else ``{column, value, expected, measure, n_clips, values, top,
+    judged, passed}`` (``values``: the mean per region; ``judged`` False below ``min_clips`` clips).
     """
     cols = [f"{prefix}{r}" for r in regions]
     if column not in table.columns or not set(cols) <= set(table.columns):
         return None
     named = [r for r in regions if r != ar.OTHER]
-    planted = planted_expression(table.assign(expression_region=table[column])).fillna("")
-    part = table[planted == value].dropna(subset=cols)
+    part = table[planted_expression(table, column).fillna("") == value].dropna(subset=cols)
     values = {r: float(part[f"{prefix}{r}"].mean()) for r in regions} if len(part) else {}
     top = max(named, key=lambda r: values[r]) if values else None
     judged = len(part) >= min_clips

@@ -134,6 +134,12 @@ def _data_stage(args: argparse.Namespace, work: Path) -> Path:
     return manifest
 
 
+def _extract_options(args: argparse.Namespace) -> list[str]:
+    """``femo extract`` options of the features stage: :data:`DEMO_EXTRACT` on synthetic data,
+    none (the extraction defaults) on real data."""
+    return [] if args.data else list(DEMO_EXTRACT)
+
+
 def stage_inputs(args: argparse.Namespace) -> dict[str, dict]:
     """What each stage depends on: ``settings``, ``code`` (its femo sources' fingerprint), ``data``
     (content fingerprint of --data, femo.data.fingerprint; data stage only) and ``after`` (the
@@ -144,7 +150,7 @@ def stage_inputs(args: argparse.Namespace) -> dict[str, dict]:
     face = [] if args.data else list(DEMO_FACE)
     settings = {"data": [args.data, args.clips, args.plant_bias if not args.data else "",
                          *([args.seed] if args.seed is not None and not args.data else [])],
-                "features": [args.workers, *([] if args.data else DEMO_EXTRACT)], "embeddings": face, "train": [args.epochs, args.fold, args.fold_workers, *face]}
+                "features": [args.workers, *_extract_options(args)], "embeddings": face, "train": [args.epochs, args.fold, args.fold_workers, *face]}
     inputs, previous = {}, ""
     for name in STAGES[:-1]:
         inputs[name] = {"settings": settings[name], "code": source_fingerprint(STAGE_SOURCES[name]),
@@ -189,9 +195,8 @@ def _stages(args: argparse.Namespace, work: Path, state: dict) -> dict[str, Call
         if clean:
             shutil.rmtree(store, ignore_errors=True)
         # Status 1 = some clips failed: they are recorded in the index and the rest go on.
-        demo = [] if args.data else list(DEMO_EXTRACT)
-        _femo(["extract", state["data"]["manifest"], "--out", str(store), "--workers", str(args.workers), *demo],
-              ok=(0, 1))
+        _femo(["extract", state["data"]["manifest"], "--out", str(store), "--workers", str(args.workers),
+               *_extract_options(args)], ok=(0, 1))
         return {"store": str(store)}
 
     def embeddings(clean: bool) -> dict:

@@ -101,9 +101,10 @@ def check_notebook(notebook: str | Path) -> list[str]:
     import nbformat
 
     path = Path(notebook)
-    nb = nbformat.read(path, as_version=4)  # fills in missing cell ids in memory, so the file is read too
+    text = path.read_text(encoding="utf-8")
+    nb = nbformat.reads(text, as_version=4)  # fills in missing cell ids, so those are looked up in the JSON
     problems = []
-    no_id = [i for i, cell in enumerate(json.loads(path.read_text(encoding="utf-8")).get("cells", [])) if "id" not in cell]
+    no_id = [i for i, cell in enumerate(json.loads(text).get("cells", [])) if "id" not in cell]
     if no_id:
         problems.append(f"cell(s) {no_id} have no id (nbformat 4.5: one per cell)")
     if nb.metadata.get("kernelspec", {}).get("name") != "python3":
