@@ -1,7 +1,8 @@
 """Real-time factor of ``femo predict`` on CPU, split by stage, the whole process, and peak memory.
 
     python benchmarks/predict.py [--seconds 60 1200] [--modes fast reference] [--threads 1] [--no-process]
-                                 [--startup-ab 3] [--face resnet18|faceapi]
+                                 [--startup-ab 3] [--startup-variants numpy librosa pyplot]
+                                 [--face resnet18|faceapi]
 
 The clip: 640x360 H.264 + AAC mp4 at 25 fps of ``skimage.data.astronaut()`` with a small affine
 wobble (period 2 s) and a 220 Hz tone, encoded frame by frame with
@@ -28,9 +29,12 @@ clip (numba/librosa JIT, landmarker start-up):
 * Outputs: max |p_fast - p_reference| over windows and classes, and the share of windows with
   the same label, on each clip measured in both modes.
 
-* ``--startup-ab N``: a fresh interpreter loads the run and predicts the 2 s clip, N times with
-  the window audio features from NumPy (:mod:`femo.inference.window_audio`, the default) and N
-  times from librosa, alternating: the CPU seconds librosa's first call adds to every process.
+* ``--startup-ab N``: a fresh interpreter loads the run and predicts the 2 s clip, N times for
+  each of ``--startup-variants``, alternating: ``numpy`` as ``femo predict`` runs; ``librosa``, the
+  window audio features from librosa instead of NumPy (:mod:`femo.inference.window_audio`): the CPU
+  seconds librosa's first call adds to every process; ``pyplot``, matplotlib.pyplot imported
+  before mediapipe (as mediapipe's drawing helpers import it unless
+  :func:`femo.features.mediapipe_tasks` defers it): what the deferral saves.
 
 Peak RSS is ``ru_maxrss`` of the child. Writes benchmarks/results/predict.json.
 """
@@ -198,33 +202,55 @@ def whole_process(clip: Path, run: Path, threads: int) -> dict:
             "load_average": os.getloadavg()[0]}
 
 
-def startup_child(audio: str, warm: Path, run: Path) -> dict:
-    """Load the run and predict the 2 s warm clip in this (fresh) process, with the audio features
-    from the NumPy path (``numpy``, what ``femo predict`` uses) or from librosa (``librosa``)."""
+#: Start-up variants of ``--startup-ab``: what ``femo predict`` does, and each saving undone.
+STARTUP_VARIANTS = ("numpy", "librosa", "pyplot")
+#: Wall-clock phases of a start-up child, in order.
+STARTUP_PHASES = ("import torch+pandas+femo", "import mediapipe", "load run", "ONNX export+landmarkers",
+                  "predict 2 s clip")
+
+
+def startup_child(variant: str, warm: Path, run: Path) -> dict:
+    """Load the run and predict the 2 s warm clip in this (fresh) process: as ``femo predict`` does
+    (``numpy``); with the window audio features from librosa (``librosa``); or with
+    matplotlib.pyplot imported before mediapipe (``pyplot``)."""
     t0 = time.perf_counter()
-    if audio == "librosa":
+    if variant == "librosa":
         import femo.inference.window_audio as window_audio
 
         window_audio.window_audio_features = lambda *args, **kwargs: None  # the stream falls back to librosa
-    from femo.inference.predictor import Predictor
+    if variant == "pyplot":
+        import matplotlib.pyplot  # noqa: F401  (imported before mediapipe: mediapipe_tasks cannot defer it)
+    marks = [time.perf_counter()]
+    from femo.inference.predictor import Predictor  # torch, pandas
 
+    marks.append(time.perf_counter())
+    from femo.features import mediapipe_tasks
+
+    mediapipe_tasks()
+    marks.append(time.perf_counter())
     with Predictor.from_run(run) as predictor:
+        marks.append(time.perf_counter())
+        predictor.featurizer()  # the frame CNN's ONNX export, the face (2) and body landmarkers
+        marks.append(time.perf_counter())
         predictor.timeline(warm)
+        marks.append(time.perf_counter())
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"audio": audio, "cpu_seconds": usage.ru_utime + usage.ru_stime, "wall_seconds": time.perf_counter() - t0,
-            "peak_rss_mib": usage.ru_maxrss / 1024, "load_average": os.getloadavg()[0]}
+    phases = dict(zip(STARTUP_PHASES, np.diff(marks).tolist()))
+    return {"audio": variant, "variant": variant, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "wall_seconds": time.perf_counter() - t0, "peak_rss_mib": usage.ru_maxrss / 1024,
+            "load_average": os.getloadavg()[0], "phases": phases}
 
 
-def startup_ab(warm: Path, run: Path, repeats: int) -> list[dict]:
-    """:func:`startup_child` alternating numpy / librosa ``repeats`` times, each in a fresh interpreter."""
+def startup_ab(warm: Path, run: Path, repeats: int, variants=STARTUP_VARIANTS[:2]) -> list[dict]:
+    """:func:`startup_child` alternating ``variants`` ``repeats`` times, each in a fresh interpreter."""
     rows = []
     for _ in range(repeats):
-        for audio in ("numpy", "librosa"):
-            cmd = [sys.executable, __file__, "--startup-child", audio, str(warm), str(run)]
+        for variant in variants:
+            cmd = [sys.executable, __file__, "--startup-child", variant, str(warm), str(run)]
             env = {**os.environ, "OMP_NUM_THREADS": "1"}
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
-            print(f"start-up + 2 s clip, audio {audio:<8} CPU {rows[-1]['cpu_seconds']:6.2f} s  wall "
+            print(f"start-up + 2 s clip, {variant:<8} CPU {rows[-1]['cpu_seconds']:6.2f} s  wall "
                   f"{rows[-1]['wall_seconds']:6.2f} s  peak {rows[-1]['peak_rss_mib']:6.0f} MiB  "
                   f"load {rows[-1]['load_average']:.1f}", flush=True)
     return rows
@@ -259,7 +285,10 @@ def main() -> None:
                    help="write (and reuse) the clips and the run in this folder instead of a temporary one")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"JSON to write (default {RESULTS})")
     p.add_argument("--startup-ab", type=int, default=0, metavar="N",
-                   help="also time start-up + the 2 s clip N times each with the NumPy audio path and with librosa")
+                   help="also time start-up + the 2 s clip N times for each of --startup-variants, alternating")
+    p.add_argument("--startup-variants", nargs="+", choices=STARTUP_VARIANTS, default=list(STARTUP_VARIANTS[:2]),
+                   help="numpy: as femo predict runs; librosa: window audio features from librosa; pyplot: "
+                        "matplotlib.pyplot imported before mediapipe (default: numpy librosa)")
     p.add_argument("--child", nargs=6, default=None, help=argparse.SUPPRESS)
     p.add_argument("--startup-child", nargs=3, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -279,7 +308,7 @@ def main() -> None:
         name = "run" if args.face == "resnet18" else f"run_{args.face}"
         run = folder / name if (folder / name / "best.pt").is_file() else make_run(folder / name, args.face)
         warm = clip_at("warm.mp4", 2.0)
-        startup = startup_ab(warm, run, args.startup_ab) if args.startup_ab else []
+        startup = startup_ab(warm, run, args.startup_ab, args.startup_variants) if args.startup_ab else []
         for seconds in args.seconds:
             if seconds > 60 and seconds % 60 == 0 and not (folder / f"clip{seconds:g}.mp4").is_file():
                 repeat_clip(clip_at("clip60.mp4", 60.0), int(seconds // 60), folder / f"clip{seconds:g}.mp4")
@@ -306,10 +335,15 @@ def main() -> None:
         print(f"{o['video_seconds']:.0f} s: fast vs reference max |dp| {o['max_abs_dp']:.4f} "
               f"(mean {o['mean_abs_dp']:.4f}), same label in {o['same_label']:.1%} of windows")
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    for audio in ("numpy", "librosa"):
-        cpu = [r["cpu_seconds"] for r in startup if r["audio"] == audio]
+    for variant in STARTUP_VARIANTS:
+        cpu = [r["cpu_seconds"] for r in startup if r["variant"] == variant]
+        wall = [r["wall_seconds"] for r in startup if r["variant"] == variant]
         if cpu:
-            print(f"start-up + 2 s clip, audio {audio}: CPU {min(cpu):.2f}-{max(cpu):.2f} s over {len(cpu)} runs")
+            print(f"start-up + 2 s clip, {variant}: CPU {min(cpu):.2f}-{max(cpu):.2f} s (median {np.median(cpu):.2f}), "
+                  f"wall {min(wall):.2f}-{max(wall):.2f} s (median {np.median(wall):.2f}) over {len(cpu)} runs")
+            phases = [r["phases"] for r in startup if r["variant"] == variant]
+            print("  median wall per phase: " + ", ".join(f"{k} {np.median([ph[k] for ph in phases]):.2f} s"
+                                                          for k in STARTUP_PHASES))
     args.results.write_text(json.dumps({"rows": rows, "outputs": outputs, "startup": startup, "threads": args.threads,
                                         "face": args.face,
                                    "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared)"}, indent=2))

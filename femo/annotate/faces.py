@@ -24,7 +24,7 @@ import numpy as np
 
 from femo.annotate.skin import ita_category, ita_group, measure_skin
 from femo.assets import asset_path
-from femo.features import quiet_native_stderr
+from femo.features import mediapipe_tasks, quiet_native_stderr
 from femo.features.face import FaceTracker
 
 #: Detector threshold for scoring: low, so that a weak face gets its (low) score instead of 0.
@@ -37,7 +37,7 @@ class FaceScorer:
     """Best BlazeFace score of an RGB image; a context manager (native resources)."""
 
     def __init__(self, *, model_path: str | Path | None = None, log_path: str | Path | None = None) -> None:
-        from mediapipe.tasks.python import BaseOptions, vision  # imported lazily: heavy
+        BaseOptions, vision = mediapipe_tasks()  # imported lazily: heavy
 
         bundle = Path(model_path) if model_path else asset_path("face_landmarker.task")
         with zipfile.ZipFile(bundle) as zf:

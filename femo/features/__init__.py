@@ -25,8 +25,10 @@ This package itself holds only :func:`quiet_native_stderr` (mediapipe's C++ log 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,3 +53,45 @@ def quiet_native_stderr(log_path: str | Path | None = None) -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(fd)
+
+
+def mediapipe_tasks():
+    """``(BaseOptions, vision)`` of mediapipe's Tasks API.
+
+    ``import mediapipe`` loads every task and its drawing helpers, which import
+    ``matplotlib.pyplot`` (~0.4 s of every ``femo predict`` and extraction worker's start-up).
+    Unless pyplot is already imported, a stand-in (:class:`_DeferredModule`) takes its place for
+    that import and imports the real pyplot on first use of one of its names, by mediapipe's
+    drawing functions or anyone else, then forwards to it; later imports get the real module.
+    """
+    if "matplotlib.pyplot" not in sys.modules and "mediapipe" not in sys.modules:
+        sys.modules["matplotlib.pyplot"] = _DeferredModule("matplotlib.pyplot")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    stand_in, package = sys.modules.get("matplotlib.pyplot"), sys.modules.get("matplotlib")
+    if isinstance(stand_in, _DeferredModule) and package is not None and not hasattr(package, "pyplot"):
+        package.pyplot = stand_in  # what the import system sets after importing a submodule
+    return BaseOptions, vision
+
+
+class _DeferredModule(types.ModuleType):
+    """Stands in for module ``name`` in ``sys.modules`` until a name of it is used; then imports the
+    real module (which replaces it in ``sys.modules``) and forwards every attribute to it.
+
+    Dunder names other than ``__all__`` are not forwarded, so tools that scan ``sys.modules``
+    (``inspect.getmodule`` reads every module's ``__file__``) see a module without them instead of
+    importing it; ``__all__`` imports it and lists its public names, so ``from M import *`` gets
+    what it would get from the real module.
+    """
+
+    def __getattr__(self, attr: str):  # called only for names the stand-in itself lacks
+        if attr.startswith("__") and attr.endswith("__") and attr != "__all__":
+            raise AttributeError(attr)
+        real = self.__dict__.get("_real")
+        if real is None:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            real = self.__dict__["_real"] = importlib.import_module(self.__name__)
+        if attr == "__all__" and not hasattr(real, "__all__"):
+            return [k for k in vars(real) if not k.startswith("_")]
+        return getattr(real, attr)

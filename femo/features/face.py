@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from femo.assets import asset_path
-from femo.features import quiet_native_stderr
+from femo.features import mediapipe_tasks, quiet_native_stderr
 
 N_LANDMARKS = 478
 BLENDSHAPE_NAMES: tuple[str, ...] = (
@@ -219,7 +219,7 @@ class FaceTracker:
         self._clock_ms = 0
 
     def _create(self, mode: str):
-        from mediapipe.tasks.python import BaseOptions, vision  # imported lazily: heavy
+        BaseOptions, vision = mediapipe_tasks()  # imported lazily: heavy
 
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(self._model)),

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from femo.assets import asset_path
-from femo.features import quiet_native_stderr
+from femo.features import mediapipe_tasks, quiet_native_stderr
 
 N_POSE = 33
 #: Pose landmarks that must be seen for a frame to count as a body: nose, left and right shoulder.
@@ -86,7 +86,7 @@ class PoseTracker:
 
     def __init__(self, *, stride: int = 4,
                  model_path: str | Path | None = None, log_path: str | Path | None = None) -> None:
-        from mediapipe.tasks.python import BaseOptions, vision
+        BaseOptions, vision = mediapipe_tasks()  # imported lazily: heavy
 
         if stride < 1:
             raise ValueError(f"pose stride must be >= 1, got {stride}")
