@@ -100,3 +100,27 @@ def test_named_encoder_builds_a_frozen_frame_encoder(store):
     assert out.name == "resnet18"
     emb = np.load(out / "a.npy")
     assert emb.shape == (T, 512) and np.isfinite(emb).all() and emb.any()
+
+
+def test_identical_crops_of_a_clip_are_encoded_once(tmp_path):
+    """A still's T copies (and a short clip's repeated frames) cost one crop each; rows are copies."""
+    root = tmp_path / "store"
+    write_meta(root, StoreMeta(classes=("happy", "sad"), num_frames=T, face_size=S))
+    still = _arrays(0, np.ones(T, bool))
+    still["faces"][:] = still["faces"][0]  # T copies of one crop
+    short = _arrays(1, np.array([True, True, False, True, True]))
+    short["faces"][1] = short["faces"][0]  # frames 0-1 repeat, frame 2 has no face, 3-4 repeat
+    short["faces"][4] = short["faces"][3]
+    write_clip(root, "still", still)
+    write_clip(root, "short", short)
+    write_index(root, pd.DataFrame({"clip_id": ["still", "short"], "label": ["happy", "sad"],
+                                    "status": ["ok", "ok"], "error": ["", ""]}))
+    enc = MeanColour()
+    out = cache_embeddings(root, encoder=enc, batch_size=64, progress=False)
+    assert enc.seen == 1 + 2
+    emb = np.load(out / "still.npy")
+    assert (emb == emb[0]).all() and emb[0, :3] == pytest.approx(still["faces"][0].reshape(-1, 3).mean(0) / 255, abs=2e-3)
+    got = np.load(out / "short.npy")
+    want = MeanColour()(torch.from_numpy(short["faces"]).permute(0, 3, 1, 2).float() / 255).numpy().astype(np.float16)
+    np.testing.assert_array_equal(got[[0, 1, 3, 4]], want[[0, 1, 3, 4]])
+    assert not got[2].any()

@@ -65,7 +65,10 @@ class ExtractConfig:
 
 
 class ClipExtractor:
-    """Owns one face tracker and one pose tracker; ``extract(path)`` -> (arrays, flags, seconds per stage)."""
+    """Owns one face tracker and one pose tracker; ``extract(path)`` -> (arrays, flags, seconds per stage).
+
+    The trackers see each distinct source frame once (:func:`distinct_frames`): repeats of it (a
+    still image's T copies, the repeated frames of a clip shorter than T) get its arrays."""
 
     def __init__(self, config: ExtractConfig = ExtractConfig(), *, log_path: str | Path | None = None) -> None:
         from femo.features.audio import AudioConfig
@@ -105,9 +108,11 @@ class ClipExtractor:
         video = len(clip.frames) > 0  # audio-only files decode to no frames: T all-False frame masks
         times = np.asarray(clip.times if video else np.zeros(t), np.float32)
         t1, c1 = time.perf_counter(), time.process_time()
-        face = self.face.track(clip.frames, times) if video else empty_face_track(t, cfg.face_size)
+        keep, spread = distinct_frames(clip.indices) if video else (None, None)
+        face = (take(self.face.track(clip.frames[keep], times[keep]), spread) if video
+                else empty_face_track(t, cfg.face_size))
         t2, c2 = time.perf_counter(), time.process_time()
-        pose = self.pose.track(clip.frames) if video else empty_pose_track(t)
+        pose = take(self.pose.track(clip.frames[keep]), spread) if video else empty_pose_track(t)
         t3, c3 = time.perf_counter(), time.process_time()
         audio = (audio_features(clip.audio, self.audio_config) if clip.has_audio
                  else empty_audio_features(self.audio_config))
@@ -125,6 +130,28 @@ class ClipExtractor:
         sec = {k: wall[i + 1] - wall[i] for i, k in enumerate(STAGES)}
         sec.update({f"cpu_{k}": cpu[i + 1] - cpu[i] for i, k in enumerate(STAGES)})
         return arrays, flags, sec
+
+
+def distinct_frames(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the first frame of each run of repeated source frames, (T,) position of each
+    frame among those) for a clip's ``indices`` (:class:`femo.data.decode.Clip`).
+
+    A still image is T copies of one frame and a clip shorter than T repeats some of its frames:
+    the landmarkers run once per distinct frame and the copies get its results (the same pixels
+    give the same landmarks, instead of the small drift of a tracker fed one picture T times; a
+    still costs one face-mesh and one pose call instead of T and T / stride)."""
+    indices = np.asarray(indices)
+    first = np.ones(len(indices), bool)
+    first[1:] = indices[1:] != indices[:-1]
+    return np.flatnonzero(first), np.cumsum(first) - 1
+
+
+def take(track, positions: np.ndarray):
+    """The track (a dataclass of per-frame arrays: :class:`femo.features.face.FaceTrack`,
+    :class:`femo.features.pose.PoseTrack`) at ``positions`` along its first axis."""
+    from dataclasses import fields, replace
+
+    return replace(track, **{f.name: getattr(track, f.name)[positions] for f in fields(track)})
 
 
 def _audio_record(audio: np.ndarray | None, features: dict, config: ExtractConfig) -> dict[str, Any]:

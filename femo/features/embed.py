@@ -2,7 +2,8 @@
 
 ``STORE/embeddings/<name>/<clip_id>.npy`` holds ``(T, out_dim) float16``: one row per sampled
 frame, computed from the clip's ``faces`` array; rows where ``face_found`` is False are zeros
-(the mask stays in the clip's ``face_found``). ``meta.json`` beside them records the encoder
+(the mask stays in the clip's ``face_found``); identical crops of one clip (a still image's
+copies) are encoded once. ``meta.json`` beside them records the encoder
 and the feature size; ``errors.csv`` lists clips that could not be embedded (they are skipped,
 the job goes on). The job is resumable: existing files are kept unless ``force``; every file is
 written to a temporary name and renamed, so a killed run never leaves a partial file.
@@ -58,7 +59,8 @@ def cache_embeddings(store: str | Path, *, encoder: str | nn.Module = "faceapi",
 
 
 def _groups(store, clip_ids, batch_size, errors, progress):
-    """Yield lists of (clip_id, faces, face_found) holding about ``batch_size`` found frames."""
+    """Yield lists of (clip_id, faces, face_found, distinct, spread) holding about ``batch_size``
+    distinct found frames (:func:`distinct_crops`)."""
     group, frames = [], 0
     for clip_id in tqdm(clip_ids, desc="embed", unit="clip", disable=not progress):
         try:
@@ -69,8 +71,9 @@ def _groups(store, clip_ids, batch_size, errors, progress):
         except StoreError as exc:
             errors.append({"clip_id": clip_id, "error": str(exc)})
             continue
-        group.append((clip_id, faces, found))
-        frames += int(found.sum())
+        distinct, spread = distinct_crops(faces, found)
+        group.append((clip_id, faces, found, distinct, spread))
+        frames += len(distinct)
         if frames >= batch_size:
             yield group
             group, frames = [], 0
@@ -78,9 +81,19 @@ def _groups(store, clip_ids, batch_size, errors, progress):
         yield group
 
 
+def distinct_crops(faces: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(frame positions of the found crops that differ from the previous found crop, (n_found,)
+    position of each found crop among those): a still image's T identical crops, or the repeated
+    frames of a short clip, go through the encoder once and their rows are copies."""
+    pos = np.flatnonzero(found)
+    new = np.ones(len(pos), bool)
+    new[1:] = [not np.array_equal(faces[a], faces[b]) for a, b in zip(pos[1:], pos[:-1])]
+    return pos[new], np.cumsum(new) - 1
+
+
 def _embed_group(encoder: nn.Module, group, out_dir: Path) -> None:
-    """Run the found frames of a group of clips in one batch and write one file per clip."""
-    crops = [faces[found] for _, faces, found in group]
+    """Run the distinct found frames of a group of clips in one batch and write one file per clip."""
+    crops = [faces[distinct] for _, faces, _, distinct, _ in group]
     stacked = np.concatenate(crops) if crops else np.zeros((0,))
     feats = None
     if len(stacked):
@@ -88,10 +101,9 @@ def _embed_group(encoder: nn.Module, group, out_dir: Path) -> None:
         feats = encoder(x).float().cpu().numpy()  # (N, D)
     dim = feats.shape[1] if feats is not None else int(encoder.out_dim)
     start = 0
-    for clip_id, faces, found in group:
+    for clip_id, faces, found, distinct, spread in group:
         out = np.zeros((len(faces), dim), np.float16)  # (T, D); zero rows where no face
-        n = int(found.sum())
-        if n:
-            out[found] = feats[start:start + n]
-            start += n
+        if len(distinct):
+            out[found] = feats[start:start + len(distinct)][spread]
+            start += len(distinct)
         atomic_write(out_dir / f"{clip_id}.npy", lambda fh: np.save(fh, out), binary=True)
