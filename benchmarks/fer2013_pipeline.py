@@ -39,10 +39,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ravdess_lib import clustered_bootstrap, score  # noqa: E402
+from real_reports import FER_CLASSES as CLASSES, FER_SPLITS as SPLITS, fer_images  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fer2013_pipeline.json"
-CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "angry")
-SPLITS = {"train": "train", "public_test": "val", "private_test": "test"}
 C_GRID = (0.01, 0.1, 1.0)
 
 
@@ -53,10 +52,7 @@ def write_full_manifest(data: Path, work: Path) -> Path:
     out = work / "manifest.csv"
     if out.is_file():
         return out
-    df = pd.read_csv(data / "manifest.csv", dtype=str)
-    df["path"] = [str((data / p).resolve()) for p in df["path"]]
-    df = df.assign(split=df["split"].map(SPLITS), subject=df["clip_id"])
-    return write_manifest(df, out, ManifestMeta(dataset="fer2013", classes=CLASSES))
+    return write_manifest(fer_images(data.resolve()), out, ManifestMeta(dataset="fer2013", classes=CLASSES))
 
 
 def timed(record: dict, key: str, fn, *args, **kwargs):
@@ -78,9 +74,8 @@ def inputs(store: Path, index: pd.DataFrame, emb_dir: Path) -> np.ndarray:
         found = z["face_found"].astype(bool)
         emb = np.load(emb_dir / f"{clip_id}.npy").astype(np.float32)
         geo = geometry_vector(z["landmarks"], z["blendshapes"], z["head_pose"], z["pose"], z["pose_found"], found)
-        pick = found if found.any() else np.zeros_like(found)
-        e = emb[pick].mean(0) if pick.any() else np.zeros(emb.shape[1], np.float32)
-        g = geo[pick].mean(0) if pick.any() else np.zeros(geo.shape[1], np.float32)
+        e = emb[found].mean(0) if found.any() else np.zeros(emb.shape[1], np.float32)
+        g = geo[found].mean(0) if found.any() else np.zeros(geo.shape[1], np.float32)
         rows.append(np.concatenate([e, np.nan_to_num(g), [float(not found.any())]]))
     return np.stack(rows).astype(np.float32)
 
@@ -141,7 +136,8 @@ def main() -> int:
         if status != 0:
             return status
     index = ok_clips(read_index(store))
-    found = np.array([bool(f) for f in index["face_ratio"].fillna(0) > 0])
+    found = (index["face_ratio"].fillna(0) > 0).to_numpy()
+    label_index = {c: i for i, c in enumerate(CLASSES)}
     history = pd.read_csv(run / "history.csv")
     metrics = json.loads((run / "metrics.json").read_text())
     pred = pd.read_csv(run / "predictions.csv", dtype={"clip_id": str})
@@ -150,11 +146,11 @@ def main() -> int:
     for split in ("train", "val", "test"):
         part = index[index["split"] == split]
         x[split] = inputs(store, part, emb_dir)
-        y[split] = part["label"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+        y[split] = part["label"].map(label_index).to_numpy()
     lr_pred, c, val = baseline(x, y)
     test = index[index["split"] == "test"].reset_index(drop=True)
     femo_pred = test[["clip_id"]].merge(pred[["clip_id", "predicted"]], on="clip_id", how="left")["predicted"]
-    femo_pred = femo_pred.map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+    femo_pred = femo_pred.map(label_index).to_numpy()
     boot = clustered_bootstrap(y["test"], {"femo": femo_pred, "lr": lr_pred}, test["clip_id"].to_numpy(),
                                num_classes=len(CLASSES))
     result = {

@@ -236,7 +236,7 @@ def startup_child(variant: str, warm: Path, run: Path) -> dict:
         marks.append(time.perf_counter())
     usage = resource.getrusage(resource.RUSAGE_SELF)
     phases = dict(zip(STARTUP_PHASES, np.diff(marks).tolist()))
-    return {"audio": variant, "variant": variant, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+    return {"variant": variant, "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "wall_seconds": time.perf_counter() - t0, "peak_rss_mib": usage.ru_maxrss / 1024,
             "load_average": os.getloadavg()[0], "phases": phases}
 

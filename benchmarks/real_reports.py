@@ -31,6 +31,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 FER_SPLITS = {"train": "train", "public_test": "val", "private_test": "test"}
+FER_CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "angry")
 
 
 def ravdess_subset(source: Path, out: Path, *, actors: int, per_actor: int, folds: int, seed: int) -> Path:
@@ -50,22 +51,27 @@ def ravdess_subset(source: Path, out: Path, *, actors: int, per_actor: int, fold
     return write_manifest(df, out / "manifest.csv", ManifestMeta(dataset="ravdess_speech", classes=classes))
 
 
+def fer_images(source: Path) -> pd.DataFrame:
+    """Every image of FER2013's manifest at ``source``: absolute path, split train / val
+    (public_test) / test (private_test), subject = image (FER2013 has no subject ids)."""
+    df = pd.read_csv(source / "manifest.csv", dtype=str)
+    df["path"] = [str(source / p) for p in df["path"]]
+    return df.assign(split=df["split"].map(FER_SPLITS), subject=df["clip_id"])
+
+
 def fer_subset(source: Path, out: Path, *, images: int, seed: int) -> Path:
     """Manifest of ``images`` FER2013 images, official split (public_test = validation)."""
     from femo.data.manifest import ManifestMeta, write_manifest
 
-    df = pd.read_csv(source / "manifest.csv", dtype=str)
-    df["path"] = [str(source / p) for p in df["path"]]
-    shares = {"train": 0.6, "public_test": 0.2, "private_test": 0.2}
+    df = fer_images(source)
+    shares = {"train": 0.6, "val": 0.2, "test": 0.2}
     parts = []
     for split, share in shares.items():
         rows = df[df["split"] == split]
         n = max(len(rows["label"].unique()), round(images * share))
         parts.append(rows.sample(n, random_state=seed))  # proportional to the split's class shares
     df = pd.concat(parts, ignore_index=True)
-    df = df.assign(split=df["split"].map(FER_SPLITS), subject=df["clip_id"])
-    classes = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "angry")
-    return write_manifest(df, out / "manifest.csv", ManifestMeta(dataset="fer2013", classes=classes))
+    return write_manifest(df, out / "manifest.csv", ManifestMeta(dataset="fer2013", classes=FER_CLASSES))
 
 
 def frame_folder_subset(source: Path, out: Path, *, images: int, frames: int, seed: int) -> Path:

@@ -108,11 +108,14 @@ class ClipExtractor:
         video = len(clip.frames) > 0  # audio-only files decode to no frames: T all-False frame masks
         times = np.asarray(clip.times if video else np.zeros(t), np.float32)
         t1, c1 = time.perf_counter(), time.process_time()
-        keep, spread = distinct_frames(clip.indices) if video else (None, None)
-        face = (take(self.face.track(clip.frames[keep], times[keep]), spread) if video
-                else empty_face_track(t, cfg.face_size))
+        keep, spread = distinct_frames(clip.indices)
+        repeats = len(keep) < len(clip.indices)  # else every frame is distinct: no copy, no spreading
+        frames, frame_times = (clip.frames[keep], times[keep]) if repeats else (clip.frames, times)
+        face = self.face.track(frames, frame_times) if video else empty_face_track(t, cfg.face_size)
+        face = take(face, spread) if repeats else face
         t2, c2 = time.perf_counter(), time.process_time()
-        pose = take(self.pose.track(clip.frames[keep]), spread) if video else empty_pose_track(t)
+        pose = self.pose.track(frames) if video else empty_pose_track(t)
+        pose = take(pose, spread) if repeats else pose
         t3, c3 = time.perf_counter(), time.process_time()
         audio = (audio_features(clip.audio, self.audio_config) if clip.has_audio
                  else empty_audio_features(self.audio_config))

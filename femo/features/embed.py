@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from femo.data.store import StoreError, atomic_write, atomic_write_text, ok_clips, read_clip, read_index
+from femo.features.clip import distinct_frames
 from femo.models.frames import build_frame_encoder
 
 
@@ -86,9 +87,9 @@ def distinct_crops(faces: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np
     position of each found crop among those): a still image's T identical crops, or the repeated
     frames of a short clip, go through the encoder once and their rows are copies."""
     pos = np.flatnonzero(found)
-    new = np.ones(len(pos), bool)
-    new[1:] = [not np.array_equal(faces[a], faces[b]) for a, b in zip(pos[1:], pos[:-1])]
-    return pos[new], np.cumsum(new) - 1
+    changed = [True] + [not np.array_equal(faces[a], faces[b]) for a, b in zip(pos[1:], pos[:-1])]
+    keep, spread = distinct_frames(np.cumsum(changed[:len(pos)]))  # a run id per found crop
+    return pos[keep], spread
 
 
 def _embed_group(encoder: nn.Module, group, out_dir: Path) -> None:
