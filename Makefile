@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 DATA   ?=
 TAG    ?= demo
 ANNOTATE ?=
+EMBED  ?=
 
 .PHONY: test report venv clean-venv
 
@@ -22,7 +23,7 @@ test: venv
 	$(PY) -m pytest -q --nbval-lax tests notebooks
 
 report: venv
-	$(VENV)/bin/femo pipeline $(if $(DATA),--data $(DATA)) $(if $(ANNOTATE),--annotate) --tag $(TAG)
+	$(VENV)/bin/femo pipeline $(if $(DATA),--data $(DATA)) $(if $(EMBED),--embeddings $(EMBED)) $(if $(ANNOTATE),--annotate) --tag $(TAG)
 
 clean-venv:
 	rm -rf $(VENV)

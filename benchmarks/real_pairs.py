@@ -19,7 +19,8 @@ Protocol.
   carved from training actors and intervals are clustered by actor.
 * Extraction: femo's extraction job (resumable) with eGeMAPS functionals, 4 frames per clip (a
   still image is repeated; more frames add nothing), face embeddings cached with ``--encoder``
-  (``faceapi_fer`` when its weights are present, else ``faceapi``).
+  (``faceapi_fer`` when its weights are present, else ``faceapi``; ``faceapi@frame`` embeds the
+  whole 48x48 image instead of the mediapipe-aligned crop, :mod:`femo.features.embed`).
 * Models: femo's own k-fold training (``femo.training.loop.train_folds``) on the same folds,
   three ``ModelConfig.modalities``: ``("face",)`` on the cached embeddings, ``("audio",)`` on the
   eGeMAPS functionals, and ``("face", "audio")`` with gated fusion. Pooled out-of-fold
@@ -258,7 +259,8 @@ def run_models(args, summary: dict, extraction: dict) -> int:
 
     path = RESULTS / "real_pairs.json"  # one entry per face encoder, each rerun replaces its own
     saved = json.loads(path.read_text()) if path.is_file() else {}
-    write_json(path, {**{k: v for k, v in saved.items() if k in FACE_ENCODERS}, encoder: out})
+    known = lambda k: k.partition("@")[0] in FACE_ENCODERS  # an encoder, or its embedding of another source
+    write_json(path, {**{k: v for k, v in saved.items() if known(k)}, encoder: out})
     print_table(out)
     return 0
 

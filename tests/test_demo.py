@@ -109,17 +109,17 @@ def _pipeline_args(tmp_path: Path, **kw):
 
     base = {"data": "", "tag": "t", "workdir": str(tmp_path / "work"), "clips": 20, "plant_bias": "skin_tone=dark",
             "epochs": 2, "fold": 0, "workers": 1, "fold_workers": 2, "reports_dir": str(tmp_path / "reports"), "force": False,
-            "annotate": False, "seed": None}
+            "annotate": False, "seed": None, "embeddings": ""}
     return argparse.Namespace(**{**base, **kw})
 
 
-def test_pipeline_stage_keys_follow_settings() -> None:
+def test_pipeline_stage_keys_follow_settings(tmp_path: Path) -> None:
     import argparse
 
     from femo.commands import pipeline
 
     args = argparse.Namespace(data="", clips=20, plant_bias="skin_tone=dark", workers=1, epochs=2, fold=0,
-                              fold_workers=1, seed=None)
+                              fold_workers=1, seed=None, embeddings="")
     keys = pipeline.stage_keys(args)
     assert set(keys) == {"data", "features", "embeddings", "train"} and keys == pipeline.stage_keys(args)
     other = pipeline.stage_keys(argparse.Namespace(**{**vars(args), "epochs": 3}))
@@ -129,6 +129,13 @@ def test_pipeline_stage_keys_follow_settings() -> None:
     reseeded = pipeline.stage_keys(argparse.Namespace(**{**vars(args), "seed": 1}))
     assert all(reseeded[k] != keys[k] for k in keys)
     assert pipeline.stage_keys(argparse.Namespace(**{**vars(args), "seed": None})) == keys
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("clip_id,path,label,subject\n")
+    real = argparse.Namespace(**{**vars(args), "data": str(manifest)})
+    whole = pipeline.stage_keys(argparse.Namespace(**{**vars(real), "embeddings": "faceapi@frame"}))
+    base = pipeline.stage_keys(real)
+    assert whole["features"] == base["features"]  # another embedding: extraction is kept
+    assert whole["embeddings"] != base["embeddings"] and whole["train"] != base["train"]
 
 
 def test_pipeline_skips_unchanged_stages_and_resumes_with_the_same_key(tmp_path: Path, monkeypatch) -> None:

@@ -68,7 +68,10 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="redo every clip, even those already done")
     p.add_argument("--strict", action="store_true",
                    help="refuse the whole manifest (exit 2, nothing written) if any row would be excluded")
-    p.add_argument("--embed", default=None, metavar="NAME", help="then cache frozen-CNN embeddings with encoder NAME")
+    p.add_argument("--embed", default=None, metavar="NAME",
+                   help="then cache frozen-CNN embeddings with encoder NAME, of the aligned face crops; "
+                        "NAME@frame embeds the whole frame (inputs that are already face crops, such as "
+                        "FER2013), NAME@fallback the crop where a face was found and the whole frame elsewhere")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -171,10 +174,14 @@ def _embed_function(name: str):
     from femo.features.clip import ExtractError
 
     try:
-        from femo.features.embed import cache_embeddings
+        from femo.features.embed import cache_embeddings, split_name
         from femo.models.frames import FRAME_ENCODERS
     except ImportError as exc:
         raise ExtractError(f"--embed needs femo.features.embed.cache_embeddings, which this install lacks ({exc})") from exc
-    if name not in FRAME_ENCODERS:
-        raise ExtractError(f"--embed: unknown frame encoder {name!r}; known: {', '.join(FRAME_ENCODERS)}")
+    try:
+        encoder, _ = split_name(name)
+    except ValueError as exc:
+        raise ExtractError(f"--embed: {exc}") from None
+    if encoder not in FRAME_ENCODERS:
+        raise ExtractError(f"--embed: unknown frame encoder {encoder!r}; known: {', '.join(FRAME_ENCODERS)}")
     return cache_embeddings

@@ -90,6 +90,10 @@ def register(subparsers) -> None:
     p.add_argument("--fold", type=int, default=0,
                    help="test fold K of the 5-fold subject-independent split; 0 (default): every fold")
     p.add_argument("--workers", type=int, default=2, help="feature-extraction processes (default: 2)")
+    p.add_argument("--embeddings", default="", metavar="NAME",
+                   help="face embeddings on real data (default: the best installed face encoder's, of the aligned "
+                        "crops); NAME@frame embeds the whole frame, for inputs that are face crops already "
+                        "(FER2013), NAME@fallback where no face was found (femo.features.embed)")
     p.add_argument("--fold-workers", type=int, default=_default_fold_workers(),
                    help="folds trained side by side, also by the label-quality report's retraining "
                         f"(default: the CPU count up to 5, here {_default_fold_workers()})")
@@ -150,7 +154,9 @@ def stage_inputs(args: argparse.Namespace) -> dict[str, dict]:
     face = [] if args.data else list(DEMO_FACE)
     settings = {"data": [args.data, args.clips, args.plant_bias if not args.data else "",
                          *([args.seed] if args.seed is not None and not args.data else [])],
-                "features": [args.workers, *_extract_options(args)], "embeddings": face, "train": [args.epochs, args.fold, args.fold_workers, *face]}
+                "features": [args.workers, *_extract_options(args)],
+                "embeddings": face + ([args.embeddings] if args.embeddings and args.data else []),
+                "train": [args.epochs, args.fold, args.fold_workers, *face]}
     inputs, previous = {}, ""
     for name in STAGES[:-1]:
         inputs[name] = {"settings": settings[name], "code": source_fingerprint(STAGE_SOURCES[name]),
@@ -207,7 +213,8 @@ def _stages(args: argparse.Namespace, work: Path, state: dict) -> dict[str, Call
         from femo.features.embed import cache_embeddings
         from femo.training.defaults import installed_face_encoder
 
-        name = installed_face_encoder()  # the best installed one (femo.training.defaults.FACE_ENCODERS)
+        # the one asked for, else the best installed one (femo.training.defaults.FACE_ENCODERS)
+        name = args.embeddings or installed_face_encoder()
         if name is None:
             print("no pretrained face encoder installed (`femo models fetch --face-weights`): "
                   "training leaves the face out", flush=True)

@@ -46,7 +46,8 @@ def register(subparsers) -> None:
     p.add_argument("--freeze", default=m.freeze, help="frozen | last-block | full")
     p.add_argument("--embeddings", default=None,
                    help="use cached embeddings STORE/embeddings/NAME instead of a CNN (default: the best installed "
-                        "face encoder's, computed on first use; 'none': run the frame CNN)")
+                        "face encoder's, computed on first use; NAME@frame / NAME@fallback: of the whole frame, "
+                        "always / where no face was found (femo extract --embed); 'none': run the frame CNN)")
     p.add_argument("--modality-dropout", type=float, default=m.modality_dropout)
     p.add_argument("--audio-input", choices=["logmel", "functionals", "both"], default=m.audio_input,
                    help="audio encoder input: log-mel CNN, MLP on the store's openSMILE functionals, or both")
@@ -126,7 +127,25 @@ def _model_for(args, model):
 
     auto = args.frame_encoder is None and args.embeddings is None and args.frame_weights is None
     log = lambda msg: print(f"femo train: {msg}", file=sys.stderr, flush=True)
+    if args.embeddings not in (None, "none") and "face" in model.modalities:
+        _ensure_named_embeddings(args.store, args.embeddings, progress=not args.quiet, log=log)
     return resolve_face_path(args.store, model, auto=auto, progress=not args.quiet, log=log)
+
+
+def _ensure_named_embeddings(store, name: str, *, progress: bool, log) -> None:
+    """Compute ``--embeddings NAME`` on first use when NAME is a frame encoder (optionally with a
+    source, ``faceapi@frame``); other names must already be in the store."""
+    from femo.features.embed import split_name
+    from femo.models.frames import FRAME_ENCODERS
+    from femo.training.defaults import ensure_embeddings
+
+    try:
+        encoder, _ = split_name(name)
+    except ValueError as exc:
+        raise ValueError(f"--embeddings: {exc}") from None
+    if encoder in FRAME_ENCODERS:
+        folder = ensure_embeddings(store, name, progress=progress)
+        log(f"face path: cached {name} embeddings ({folder})")
 
 
 def _exists_message(exc) -> str:

@@ -152,6 +152,20 @@ class FeatureDataset(Dataset):
             raise StoreError(f"{path}: expected a (T, D) array, got shape {arr.shape}")
         return np.nan_to_num(arr)
 
+    def _emb_mask(self, clip_id: str, rows: int) -> np.ndarray | None:
+        """The (T,) face mask of a ``frame`` / ``fallback`` embedding (``<clip_id>.mask.npy``;
+        :mod:`femo.features.embed`), None for a crop embedding (the clip's ``face_found``)."""
+        path = self.embedding_file(clip_id).with_suffix(".mask.npy")
+        if not path.is_file():
+            if "@" in str(self.embeddings) and not str(self.embeddings).endswith("@crop"):
+                raise StoreError(f"{path}: face mask of embedding {self.embeddings!r} missing; rerun "
+                                 f"`femo extract ... --embed {self.embeddings}` to complete it")
+            return None
+        mask = np.load(path, allow_pickle=False).astype(bool).reshape(-1)
+        if len(mask) != rows:
+            raise StoreError(f"{path}: {len(mask)} mask rows for {rows} embedding rows")
+        return mask
+
     def _frames(self, n: int) -> np.ndarray:
         """Indices of config.num_frames frames out of the stored n (uniform; repeats if n is short)."""
         t = self.config.num_frames
@@ -258,6 +272,9 @@ class FeatureDataset(Dataset):
         if self.embeddings:
             emb = self._face_emb(clip_id)
             sample["face_emb"] = torch.from_numpy(emb[self._frames(len(emb))])
+            mask = self._emb_mask(clip_id, len(emb))
+            if mask is not None:  # a frame / fallback embedding: its own face mask
+                sample["face_mask"] = torch.from_numpy(mask[self._frames(len(mask))].copy())
         else:
             sample["face"] = self._faces(z["faces"][sel])
         return sample

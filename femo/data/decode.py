@@ -304,12 +304,13 @@ def _load_folder_frames(folder: Path, num_frames: int, max_side: int | None):
 
 
 def load_clip(path: str | Path, *, num_frames: int = 16, sample_rate: int = 16_000,
-              audio_path: str | Path | None = None, max_side: int | None = None) -> Clip:
+              audio_path: str | Path | None = None, max_side: int | None = None, with_audio: bool = True) -> Clip:
     """Decode a clip of any supported kind into T sampled frames plus its audio.
 
     path: video file, frame folder, still image or audio-only file. num_frames: T.
     sample_rate: audio rate in Hz. audio_path: take audio from this file instead (frame
     folders and images have none of their own). max_side: cap the longer frame side (pixels).
+    with_audio: False skips decoding the audio (``audio`` is None; for callers that need frames only).
     Still images become T copies with times 0; audio-only files give T = 0 frames.
     Raises :class:`MediaError` for missing, empty, LFS-pointer, corrupt or stream-less files.
     """
@@ -327,7 +328,8 @@ def load_clip(path: str | Path, *, num_frames: int = 16, sample_rate: int = 16_0
     else:
         (frames, times, idx), n = empty, 0
     source = Path(audio_path) if audio_path is not None else path
-    audio = load_audio(source, sample_rate=sample_rate) if (audio_path is not None or info.has_audio) else None
+    wanted = with_audio and (audio_path is not None or info.has_audio)
+    audio = load_audio(source, sample_rate=sample_rate) if wanted else None
     duration = info.duration
     if info.kind == "audio" and audio is not None:
         duration = len(audio) / sample_rate

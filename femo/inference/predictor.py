@@ -58,6 +58,9 @@ class RunModel:
     [0, 1] -> (N, D), or None without a face modality. crop_size: side (px) of the crops the run
     was trained on (its recorded extraction face size).
     extraction: the run's extraction settings (:attr:`femo.training.runs.RunFolder.extraction`).
+    face_source: what the frame CNN reads (:data:`femo.features.embed.SOURCES`): ``crop`` (the
+    aligned face crop), or for runs trained on ``<encoder>@frame`` / ``@fallback`` embeddings the
+    whole frame (letterboxed), always or where no face is found, as those embeddings were made.
     """
 
     head: torch.nn.Module
@@ -67,6 +70,7 @@ class RunModel:
     crop_size: int
     extraction: dict
     run: Path
+    face_source: str = "crop"
 
 
 def load_run_model(run: str | Path, *, classes=None, device: str = "cpu") -> RunModel:
@@ -85,8 +89,14 @@ def load_run_model(run: str | Path, *, classes=None, device: str = "cpu") -> Run
         print(f"{folder.path}: trained with per-speaker audio normalisation; femo predict scores each video's "
               "audio unnormalised (no speaker statistics at inference)", file=sys.stderr)
     extraction = folder.extraction
+    from femo.features.embed import split_name
+
+    source = split_name(net.config.embeddings)[1] if net.config.embeddings and frames is not None else "crop"
+    if source != "crop":  # said once per loaded run
+        print(f"{folder.path}: trained on {net.config.embeddings} embeddings; the frame CNN reads the whole "
+              f"frame{' where no face is found' if source == 'fallback' else ''}", file=sys.stderr)
     return RunModel(head.to(device).eval(), None if frames is None else frames.to(device).eval(),
-                    names, data, int(extraction["face_size"]), extraction, folder.path)
+                    names, data, int(extraction["face_size"]), extraction, folder.path, source)
 
 
 def _split(net, cfg: ModelConfig, classes) -> tuple[torch.nn.Module, torch.nn.Module | None]:
@@ -97,10 +107,16 @@ def _split(net, cfg: ModelConfig, classes) -> tuple[torch.nn.Module, torch.nn.Mo
     if "face" not in cfg.modalities:
         return net, None
     if cfg.embeddings:
-        if cfg.embeddings not in FRAME_ENCODERS:
+        from femo.features.embed import split_name
+
+        try:
+            encoder, _ = split_name(cfg.embeddings)
+        except ValueError as exc:
+            raise RunError(f"model trained on cached embeddings: {exc}") from None
+        if encoder not in FRAME_ENCODERS:
             raise RunError(f"model trained on cached embeddings {cfg.embeddings!r}, which is not a frame encoder "
                            f"name ({', '.join(FRAME_ENCODERS)}); inference cannot recompute them")
-        return net, build_frame_encoder(cfg.embeddings, freeze="frozen")
+        return net, build_frame_encoder(encoder, freeze="frozen")
     frames = net.branches["face"].encoder.frames
     head_cfg = dataclasses.replace(cfg, embeddings=HEAD_EMBEDDINGS, embedding_dim=int(frames.out_dim))
     head = FemoNet(head_cfg, len(classes), frame_encoder=None)
@@ -158,7 +174,7 @@ class Predictor:
             stride = int(m.extraction["pose_stride"]) if "landmarks" in m.head.modalities else None
             kind = FrameFeaturizer if self.reference else StreamFeaturizer
             self._featurizer = kind(frame_encoder=m.frames, crop_size=m.crop_size, model_size=m.data.face_size,
-                                    pose_stride=stride, log_path=self.log_path)
+                                    pose_stride=stride, log_path=self.log_path, face_source=m.face_source)
             # notebooks rarely close: release the native landmarkers before interpreter teardown
             self._finalizer = weakref.finalize(self, self._featurizer.close)
         return self._featurizer
@@ -170,6 +186,9 @@ class Predictor:
 
         if self.reference:
             raise ValueError("--faces all has no reference path; use Predictor(reference=False)")
+        if self.model.face_source != "crop":
+            raise ValueError(f"{self.model.run}: trained on whole-frame face inputs ({self.model.face_source}), "
+                             "which do not separate people; --faces all needs a run trained on face crops")
         if self._faces is None or self._faces.max_faces != max_faces:
             self._close_faces()
             m = self.model

@@ -149,15 +149,19 @@ class FrameFeaturizer:
     modality. crop_size: side the tracker crops at (the store's); model_size: the model's face
     side (crops are resized to it bilinearly, as :class:`femo.data.dataset.FeatureDataset` does).
     pose_stride: None skips the pose tracker (models without landmarks). ``seconds`` accumulates
-    wall time per stage (``landmarks``, ``cnn``). Use as a context manager.
+    wall time per stage (``landmarks``, ``cnn``). face_source: what the CNN reads
+    (:func:`femo.features.embed.face_inputs_of`: ``crop``, ``frame`` or ``fallback``, as the run's
+    embeddings were made); the chunk's ``emb_found`` says which rows hold a face input. Use as a
+    context manager.
     """
 
     def __init__(self, *, frame_encoder: torch.nn.Module | None, crop_size: int, model_size: int,
-                 pose_stride: int | None, log_path: str | Path | None = None) -> None:
+                 pose_stride: int | None, log_path: str | Path | None = None, face_source: str = "crop") -> None:
         from femo.features.face import FaceTracker
         from femo.features.pose import PoseTracker
 
         self.encoder, self.crop_size, self.model_size = frame_encoder, crop_size, model_size
+        self.face_source = face_source
         self.face = FaceTracker(face_size=crop_size, log_path=log_path)
         self.pose = PoseTracker(stride=pose_stride, log_path=log_path) if pose_stride else None
         self.seconds = {"landmarks": 0.0, "cnn": 0.0}
@@ -189,11 +193,20 @@ class FrameFeaturizer:
         geo = geometry_vector(track.landmarks, track.blendshapes, track.head_pose, pose_arr, pose_found,
                               track.face_found)
         t1 = time.perf_counter()
-        emb = self._embed(track.faces, track.face_found)
+        faces, emb_found = self.face_inputs(track.faces, track.face_found, frames)
+        emb = self._embed(faces, emb_found)
         self.seconds["landmarks"] += t1 - t0
         self.seconds["cnn"] += time.perf_counter() - t1
         return {"face_found": track.face_found.copy(), "face_box": track.face_box.copy(), "geo": geo,
-                "landmarks_found": track.face_found | pose_found, "emb": emb}
+                "landmarks_found": track.face_found | pose_found, "emb": emb, "emb_found": emb_found}
+
+    def face_inputs(self, crops: np.ndarray, found: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(CNN inputs (N, S, S, 3), which rows are face inputs (N,)) for the run's face source."""
+        if self.face_source == "crop":
+            return crops, np.asarray(found, bool)
+        from femo.features.embed import face_inputs_of
+
+        return face_inputs_of(self.face_source, crops, found, frames, self.crop_size)
 
     @torch.inference_mode()
     def _embed(self, faces: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -250,7 +263,8 @@ class _Windows:
         box = np.median(a["face_box"][idx][found], axis=0) if found.any() else np.full(4, np.nan)
         self.out["found"].append(float(found.mean()))
         self.out["box"].append(box)
-        sample = {"face_emb": torch.from_numpy(a["emb"][idx]), "face_mask": torch.from_numpy(found.copy()),
+        emb_found = a["emb_found"][idx] if "emb_found" in a else found
+        sample = {"face_emb": torch.from_numpy(a["emb"][idx]), "face_mask": torch.from_numpy(emb_found.copy()),
                   "landmarks": torch.from_numpy(a["geo"][idx]),
                   "landmarks_mask": torch.from_numpy(a["landmarks_found"][idx].copy())}
         sample.update(self._audio(start, end))

@@ -141,11 +141,12 @@ class StreamFeaturizer(FrameFeaturizer):
     :class:`~femo.inference.frames.FastFrameEncoder`; call :meth:`begin` before each video."""
 
     def __init__(self, *, frame_encoder: torch.nn.Module | None, crop_size: int, model_size: int,
-                 pose_stride: int | None, log_path: str | Path | None = None) -> None:
+                 pose_stride: int | None, log_path: str | Path | None = None, face_source: str = "crop") -> None:
         from femo.inference.frames import FastFrameEncoder
 
         # the parent's __init__ would build the per-clip trackers: set the same attributes instead
         self.encoder, self.crop_size, self.model_size = frame_encoder, crop_size, model_size
+        self.face_source = face_source
         self.fast = None if frame_encoder is None else FastFrameEncoder(frame_encoder, size=model_size)
         self.face = self._face_tracker(crop_size, log_path)
         self.pose = StreamPoseTracker(stride=pose_stride, log_path=log_path) if pose_stride else None
@@ -190,7 +191,8 @@ class StreamFeaturizer(FrameFeaturizer):
         pose = self._start_pose(frames)
         track = self.face.track(frames, times)
         t1 = time.perf_counter()
-        emb = self._embed(track.faces, track.face_found)
+        faces, emb_found = self.face_inputs(track.faces, track.face_found, frames)
+        emb = self._embed(faces, emb_found)
         t2 = time.perf_counter()
         body = pose.result() if pose is not None else PoseTrack(np.zeros((n, N_POSE, 4), np.float32), np.zeros(n, bool))
         geo = geometry_vector(track.landmarks, track.blendshapes, track.head_pose, body.pose, body.pose_found,
@@ -199,7 +201,7 @@ class StreamFeaturizer(FrameFeaturizer):
         self.seconds["landmarks"] += (t1 - t0) + (time.perf_counter() - t2)
         self.seconds["cnn"] += t2 - t1
         return {"face_found": track.face_found.copy(), "face_box": track.face_box.copy(), "geo": geo,
-                "landmarks_found": track.face_found | body.pose_found, "emb": emb}
+                "landmarks_found": track.face_found | body.pose_found, "emb": emb, "emb_found": emb_found}
 
     def _embed(self, faces: np.ndarray, found: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 crops -> (N, D) float32 CNN features; zero rows where no face."""

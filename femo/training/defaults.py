@@ -5,7 +5,10 @@
 * Face path: the best pretrained face encoder that is installed (:data:`FACE_ENCODERS`, best
   first), as cached embeddings in ``STORE/embeddings/<name>`` computed on first use with progress;
   else ImageNet weights for the ResNet when they are in the torch hub cache; a frozen encoder
-  without pretrained weights (random features) is refused (:class:`FacePathError`).
+  without pretrained weights (random features) is refused (:class:`FacePathError`). When the
+  store's clips are all stills and mediapipe missed the face in many of them, the output says
+  so and names ``--embeddings <name>@frame`` (:func:`crop_hint`): such images are often face crops
+  already, and the default reads only the aligned crops it found.
 """
 from __future__ import annotations
 
@@ -66,6 +69,23 @@ def imagenet_weights(frame_encoder: str) -> str | None:
     return weights.name if path.is_file() else None
 
 
+def crop_hint(store: str | Path, name: str, *, below: float = 0.9) -> str:
+    """A note when every ok clip of ``store`` is a still (duration 0) and the face was found in
+    fewer than ``below`` of them, naming the whole-frame embedding; "" otherwise."""
+    from femo.data.store import ok_clips, read_index
+
+    index = ok_clips(read_index(store))
+    if not len(index) or not {"face_ratio", "duration"} <= set(index.columns):
+        return ""
+    stills = pd.to_numeric(index["duration"], errors="coerce").fillna(-1).eq(0).all()
+    found = float((pd.to_numeric(index["face_ratio"], errors="coerce").fillna(0) > 0).mean())
+    if not stills or found >= below:
+        return ""
+    return (f"{store}: a face was found in {found:.0%} of the images; the others carry no face input. If the "
+            f"images are face crops already (as in FER2013), --embeddings {name}@frame embeds every whole image "
+            f"(femo extract STORE_MANIFEST --out STORE --embed {name}@frame, or computed on first use)")
+
+
 def ensure_embeddings(store: str | Path, name: str, *, progress: bool = True) -> Path:
     """``STORE/embeddings/<name>``, computing what is missing (resumable, with a progress bar)."""
     from femo.data.store import ok_clips, read_index
@@ -101,6 +121,9 @@ def resolve_face_path(store: str | Path, model: ModelConfig, *, auto: bool, prog
         if name is not None:
             folder = ensure_embeddings(store, name, progress=progress)
             log(f"face path: cached {name} embeddings ({folder}), the best installed pretrained face encoder")
+            hint = crop_hint(store, name)
+            if hint:
+                log(hint)
             return replace(model, embeddings=name)
     weights = imagenet_weights(model.frame_encoder)
     if weights is not None:
