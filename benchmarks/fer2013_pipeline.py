@@ -135,6 +135,9 @@ def main() -> int:
     p.add_argument("--stage", choices=("manifest", "extract", "embed", "train", "all"), default="all")
     p.add_argument("--embeddings", default="faceapi,faceapi@frame,faceapi@fallback",
                    help="comma-separated embedding names (femo.features.embed); the first is the reference")
+    p.add_argument("--reextract", action="store_true",
+                   help="run the extraction pass even when every image is in the store (it re-extracts rows "
+                        "whose file size or modification time changed, e.g. a fresh copy of the data)")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args()
     if not (args.data / "manifest.csv").is_file():
@@ -152,7 +155,10 @@ def main() -> int:
     store = args.work / "store"
     order = ("manifest", "extract", "embed", "train")
     last = order.index(args.stage) if args.stage != "all" else len(order) - 1
-    if last >= 1:
+    complete = (store / "index.csv").is_file() and len(ok_clips(read_index(store))) == len(pd.read_csv(manifest))
+    if last >= 1 and complete and not args.reextract:
+        print(f"{store}: every image extracted; extraction skipped (--reextract checks each row's media again)")
+    elif last >= 1:
         before = len(ok_clips(read_index(store))) if (store / "index.csv").is_file() else 0
         status = timed(record, "extract_seconds", cli.main,
                        ["extract", str(manifest), "--out", str(store), "--workers", str(args.workers)])

@@ -262,3 +262,25 @@ def test_resume_after_a_killed_process_is_identical(store, dataset, tmp_path):
     assert len(list((out / "clips").glob("*.npz"))) < 5, "the run finished before it could be killed"
     assert subprocess.run(cmd, capture_output=True).returncode == 1  # the corrupt clip fails
     assert_same_store(store, out)
+
+
+def test_a_fresh_copy_of_the_data_keeps_its_clips(store, dataset, tmp_path):
+    """New paths and modification times with the same bytes: nothing is extracted again, the index
+    takes the new paths and fingerprints; a file whose bytes changed is extracted again."""
+    out, media = tmp_path / "store", tmp_path / "copy"
+    shutil.copytree(store, out)
+    shutil.copytree(dataset.parent, media, copy_function=shutil.copyfile)  # new mtimes, same bytes
+    again = extract(media / "manifest.csv", out)
+    assert again.attrs["processed"] == 1  # only the corrupt clip, failed before: retried
+    index, before = fs.read_index(out), fs.read_index(store)
+    assert index["path"].str.startswith(str(media)).all()
+    ok = index["status"] == "ok"
+    assert (index.loc[ok, "fingerprint"] != before.loc[ok, "fingerprint"]).all()
+    assert (index.loc[ok, "content"] == before.loc[ok, "content"]).all() and index.loc[ok, "content"].str.startswith("sha1:").all()
+    for cid in index.loc[ok, "clip_id"]:
+        za, zb = fs.read_clip(store, cid), fs.read_clip(out, cid)
+        assert all(np.array_equal(za[k], zb[k]) for k in fs.CLIP_KEYS)
+    with open(media / "face_small.mp4", "ab") as fh:
+        fh.write(b"\0")  # other bytes: its features may differ
+    third = extract(media / "manifest.csv", out)
+    assert third.attrs["processed"] == 2  # face_small and the corrupt clip

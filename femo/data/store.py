@@ -17,7 +17,8 @@ other, so nothing is ever written outside the store.
 
 Index columns added to the manifest's: ``status`` ("ok" | "failed"), ``error`` (reason, empty when
 ok), ``file`` (npz path relative to STORE), ``fingerprint`` (what the clip's features depend on,
-see ``femo.features.resume``), and per-clip condition flags (see
+see ``femo.features.resume``), ``content`` (the same over the media's bytes, so a copied or moved
+dataset keeps its clips), and per-clip condition flags (see
 ``femo.features.conditions``): ``brightness, face_ratio, yaw, pitch, roll, occlusion, motion,
 snr_db, duration, has_audio``; and the audio record columns (:data:`AUDIO_COLUMNS`):
 ``voiced_ratio`` (fraction of voiced 10 ms frames, NaN without audio) and ``audio_note`` (empty, or

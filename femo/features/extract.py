@@ -12,7 +12,8 @@ the flags. Audio-only clips get T all-False frame masks.
 * **Resume.** Each finished clip goes to a journal at once (a kill loses at most the clips in
   hand); the index is written atomically every ``flush_seconds`` and at the end. A re-run skips
   clips whose index row is ``ok``, whose file exists and whose fingerprint (media size/mtime,
-  paths, settings) is unchanged (``force=True`` redoes all); the manifest columns of kept rows
+  paths, settings) is unchanged, or whose media bytes are (a fresh copy of the data:
+  :func:`femo.features.resume.content_fingerprints`; ``force=True`` redoes all); the manifest columns of kept rows
   come from the current manifest. Every feature is a deterministic function of the clip alone
   (trackers reset per clip), so a resumed run writes the same arrays as an uninterrupted one.
   ``STORE/.lock`` keeps a second job off the same store (and index).
@@ -44,8 +45,8 @@ from femo.data import store as fs
 from femo.features.clip import ClipExtractor, ExtractConfig, ExtractError, init_worker, process_clip
 from femo.features.pool import PoolError, run_pool
 from femo.features.resume import (
-    Journal, LockedError, StoreLock, failed_rows, index_table, kept_results, read_index_file, row_fingerprints,
-    screen_rows, write_excluded,
+    Journal, LockedError, StoreLock, content_fingerprints, failed_rows, index_table, kept_results, read_index_file,
+    row_fingerprints, screen_rows, write_excluded,
 )
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -160,8 +161,13 @@ def _extract_clips(clips: pd.DataFrame, reasons: dict[str, str], store: Path, na
     screened = [{"clip_id": c, "status": fs.STATUS_FAILED, "error": reasons[c], "file": ""}
                 for c in clips["clip_id"] if c in reasons]
     fingerprints = dict(zip(clips["clip_id"], row_fingerprints(clips, config)))
+    by_id = clips.set_index("clip_id", drop=False)
+    contents = lambda ids: dict(zip(ids, content_fingerprints(by_id.loc[list(ids)], config)))
     journal = Journal(store, name)
-    kept = {} if force else kept_results(store, name, fingerprints, journal)
+    kept, moved = ({}, []) if force else kept_results(store, name, fingerprints, journal, contents)
+    if moved:
+        print(f"{store}: {len(moved)} clip(s) kept whose files changed place or modification time but not "
+              "content (same bytes, same settings)", file=sys.stderr)
     todo = clips[~clips["clip_id"].isin(kept) & ~clips["clip_id"].isin(reasons)]
     results: list[dict] = []
     seconds: dict[str, float] = {}
@@ -178,6 +184,8 @@ def _extract_clips(clips: pd.DataFrame, reasons: dict[str, str], store: Path, na
     try:
         for row in _run(store, todo, config, workers, progress, str(log_path), runner, extractor):
             row["fingerprint"] = fingerprints[row["clip_id"]]
+            ok = row["status"] == fs.STATUS_OK  # the bytes it was extracted from (the files are hot in cache now)
+            row["content"] = contents([row["clip_id"]])[row["clip_id"]] if ok else ""
             if on_clip is not None:
                 on_clip(row)
             for k, v in row.pop("seconds").items():

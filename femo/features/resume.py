@@ -10,9 +10,13 @@ per-clip journal and the store lock.
   is decoded anyway (a separate pass would decode everything twice), and recorded the same way.
 * **Fingerprints.** Each row's fingerprint hashes what its features depend on: ``path`` and
   ``audio_path`` with their size and modification time (a frame folder: its files' count, total
-  size and newest mtime) and the extraction settings. A clip is kept on a re-run only when its
+  size and newest mtime) and the extraction settings. A clip is kept on a re-run when its
   fingerprint is unchanged; the manifest's other columns (label, subject, metadata) are always
   taken from the current manifest, so editing them refreshes the index without re-extracting.
+  Each extracted row also records ``content``, a hash of its media's bytes and the settings
+  (:func:`content_fingerprints`): when the fingerprint changed but the bytes did not (a fresh
+  copy of the data, a moved dataset: new paths or modification times), the clip is kept and its
+  fingerprint refreshed, at the cost of reading those files once instead of extracting them again.
 * **Journal.** Each finished clip is appended to ``<index stem>.journal.jsonl`` at once, so a
   kill (SIGKILL included) loses at most the clips in hand; the index table itself is rewritten
   every few seconds and at the end, which empties the journal.
@@ -116,25 +120,63 @@ def row_fingerprints(rows: pd.DataFrame, config) -> pd.Series:
     return pd.Series([one(p, a) for p, a in zip(rows["path"], audio)], index=rows.index, dtype=object)
 
 
+def _media_digest(value: Any) -> str:
+    """sha1 of a file's bytes; a frame folder: of its files' names and bytes in name order;
+    "" for no path, "missing" when it cannot be read."""
+    if value is None or (isinstance(value, float) and value != value) or value == "":
+        return ""
+    path = Path(str(value))
+    digest = hashlib.sha1()
+    try:
+        files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.name.encode() + b"\0" if path.is_dir() else b"")
+            with open(file, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    except OSError:
+        return "missing"
+    return digest.hexdigest()
+
+
+def content_fingerprints(rows: pd.DataFrame, config) -> pd.Series:
+    """One ``"sha1:<hex>"`` per row over its media's bytes (``path``, ``audio_path``) and the
+    extraction ``config``: what a clip's features depend on, wherever the files sit and whatever
+    their modification times (reads every file once)."""
+    settings = json.dumps(asdict(config), sort_keys=True, default=str)
+    audio = rows["audio_path"] if "audio_path" in rows.columns else pd.Series([None] * len(rows), index=rows.index)
+    return pd.Series(["sha1:" + hashlib.sha1(json.dumps([_media_digest(p), _media_digest(a), settings]).encode())
+                      .hexdigest() for p, a in zip(rows["path"], audio)], index=rows.index, dtype=object)
+
+
 #: Index columns a clip's extraction adds to its manifest row.
-RESULT_COLUMNS: tuple[str, ...] = ("status", "error", "file", *fs.FLAG_COLUMNS, *fs.AUDIO_COLUMNS, "fingerprint")
+RESULT_COLUMNS: tuple[str, ...] = ("status", "error", "file", *fs.FLAG_COLUMNS, *fs.AUDIO_COLUMNS, "fingerprint",
+                                   "content")
 
 
-def kept_results(store: Path, name: str, fingerprints: dict[str, str], journal: Journal) -> dict[str, dict]:
-    """clip_id -> result columns of the clips a re-run can keep: ok in the index ``name`` or its
-    journal, clip file present, fingerprint unchanged (see :mod:`femo.features.resume`)."""
+def kept_results(store: Path, name: str, fingerprints: dict[str, str], journal: Journal,
+                 contents=None) -> tuple[dict[str, dict], list[str]]:
+    """(clip_id -> result columns of the clips a re-run can keep, ids kept by content).
+
+    Kept: ok in the index ``name`` or its journal, clip file present, and the fingerprint
+    unchanged, or (with ``contents``, a callable mapping a list of clip ids to their current
+    :func:`content_fingerprints`) the recorded ``content`` unchanged; those get the new
+    fingerprint (see :mod:`femo.features.resume`)."""
     rows: dict[str, dict] = {}
     if (store / name).is_file():
         old = fs.read_index(store) if name == "index.csv" else read_index_file(store / name)
         rows = {str(r["clip_id"]): r for r in old.to_dict("records")}
     rows.update({str(r["clip_id"]): r for r in journal.rows()})
-    keep = {}
-    for cid, row in rows.items():
-        if row.get("status") != fs.STATUS_OK or row.get("fingerprint") != fingerprints.get(cid):
-            continue
-        if fs.clip_id_problem(cid) is None and fs.clip_file(store, cid).is_file():
-            keep[cid] = {"clip_id": cid, **{k: row.get(k) for k in RESULT_COLUMNS}}
-    return keep
+    ok = {cid: row for cid, row in rows.items() if row.get("status") == fs.STATUS_OK and cid in fingerprints
+          and fs.clip_id_problem(cid) is None and fs.clip_file(store, cid).is_file()}
+    changed = [cid for cid, row in ok.items() if row.get("fingerprint") != fingerprints[cid]
+               and str(row.get("content") or "").startswith("sha1:")]
+    now = contents(changed) if contents is not None and changed else {}
+    moved = [cid for cid in changed if now.get(cid) == ok[cid]["content"]]
+    same_bytes = set(moved)
+    keep = {cid: {"clip_id": cid, **{k: row.get(k) for k in RESULT_COLUMNS}, "fingerprint": fingerprints[cid]}
+            for cid, row in ok.items() if row.get("fingerprint") == fingerprints[cid] or cid in same_bytes}
+    return keep, moved
 
 
 def read_index_file(path: Path) -> pd.DataFrame:
