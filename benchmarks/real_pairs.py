@@ -243,6 +243,25 @@ def score(runs: dict[str, Path]) -> dict:
     return {"models": rows, "best_single": best, "fused_minus_best_single": diff, "n_scored": len(ids)}
 
 
+def against_reference(runs: dict[str, Path], reference: dict[str, Path]) -> dict:
+    """Paired differences (same actor-clustered draws) of the face and fused runs minus the same
+    models on ``faceapi`` crop embeddings (the audio run is shared)."""
+    from ravdess_lib import clustered_bootstrap
+
+    read = lambda r: pd.read_csv(r / "predictions.csv", dtype={"clip_id": str, "subject": str}).set_index("clip_id")
+    preds = {**{f"{m}": read(runs[m]) for m in ("face", "fused")}, **{f"{m}_ref": read(reference[m]) for m in ("face", "fused")}}
+    ids = sorted(set.intersection(*(set(p.index) for p in preds.values())))
+    first = preds["face"].loc[ids]
+    y = first["label"].map(CLASSES.index).to_numpy()
+    hat = {m: p.loc[ids, "predicted"].map(CLASSES.index).to_numpy() for m, p in preds.items()}
+    boot = clustered_bootstrap(y, hat, first["subject"].to_numpy(), num_classes=len(CLASSES))
+    point = {m: {"uar": float(np.mean([np.mean(h[y == k] == k) for k in range(len(CLASSES))])),
+                 "war": float(np.mean(h == y))} for m, h in hat.items()}
+    return {m: {k: {"point": point[m][k] - point[f"{m}_ref"][k],
+                    "ci": np.percentile(boot[f"{m}/{k}"] - boot[f"{m}_ref/{k}"], [2.5, 97.5]).tolist()}
+                for k in ("uar", "war")} for m in ("face", "fused")}
+
+
 def run_models(args, summary: dict, extraction: dict) -> int:
     """Embeddings, the three k-fold models, scores, ablation; writes the results JSON."""
     encoder = face_encoder(args.encoder)
@@ -255,6 +274,8 @@ def run_models(args, summary: dict, extraction: dict) -> int:
            "model_kw": MODEL_KW, "train_kw": TRAIN_KW, "models_spec": {k: list(map(list, v[:1])) + [v[1]]
                                                                        for k, v in MODELS.items()},
            **score(runs), "ablation": ablation(runs["fused"])}
+    if encoder != "faceapi":
+        out["minus_faceapi"] = against_reference(runs, {m: train_model(m, args.work, "faceapi") for m in names})
     from femo.training.metrics import write_json
 
     path = RESULTS / "real_pairs.json"  # one entry per face encoder, each rerun replaces its own
@@ -282,6 +303,9 @@ def print_table(out: dict) -> None:
           f"{d['uar']['ci'][1]:+.3f}), WAR {d['war']['point']:+.3f} ({d['war']['ci'][0]:+.3f} to {d['war']['ci'][1]:+.3f})")
     shares = ", ".join(f"{m} {v['share']:.2f}" for m, v in out["ablation"]["shapley"].items())
     print(f"Shapley shares of fused UAR over chance: {shares}")
+    for m, d in out.get("minus_faceapi", {}).items():
+        print(f"{m} minus {m} on faceapi crops, paired: UAR {d['uar']['point']:+.3f} ({d['uar']['ci'][0]:+.3f} to "
+              f"{d['uar']['ci'][1]:+.3f}), WAR {d['war']['point']:+.3f} ({d['war']['ci'][0]:+.3f} to {d['war']['ci'][1]:+.3f})")
 
 
 def main(argv: list[str] | None = None) -> int:
