@@ -83,7 +83,7 @@ def crop_hint(store: str | Path, name: str, *, below: float = 0.9) -> str:
         return ""
     return (f"{store}: a face was found in {found:.0%} of the images; the others carry no face input. If the "
             f"images are face crops already (as in FER2013), --embeddings {name}@frame embeds every whole image "
-            f"(femo extract STORE_MANIFEST --out STORE --embed {name}@frame, or computed on first use)")
+            f"(computed on first use; or ahead: femo extract MANIFEST --out STORE --embed {name}@frame)")
 
 
 def ensure_embeddings(store: str | Path, name: str, *, progress: bool = True) -> Path:
