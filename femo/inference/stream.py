@@ -202,8 +202,6 @@ class FrameFeaturizer:
 
     def face_inputs(self, crops: np.ndarray, found: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(CNN inputs (N, S, S, 3), which rows are face inputs (N,)) for the run's face source."""
-        if self.face_source == "crop":
-            return crops, np.asarray(found, bool)
         from femo.features.embed import face_inputs_of
 
         return face_inputs_of(self.face_source, crops, found, frames, self.crop_size)
