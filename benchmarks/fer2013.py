@@ -5,7 +5,12 @@
   (:data:`femo.models.face_pretrained.TO_FEMO`). ``faceapi_fer`` is femo's own encoder
   (:mod:`femo.models.fer_encoder`, trained by ``femo encoder train`` on ``train``, epoch selected
   on ``public_test``) with its own classifier, scored once without and once with horizontal-flip
-  test-time augmentation (mean softmax of the image and its mirror).
+  test-time augmentation (mean softmax of the image and its mirror). ``fer_vgg`` is femo's VGG-style
+  CNN trained from scratch the same way (:mod:`femo.models.fer_vgg`), scored likewise, and once more
+  with post-hoc logit adjustment for the class prior (logits minus tau x log train prior; tau
+  chosen on ``public_test`` UAR, never on ``private_test``), which trades a little WAR for UAR.
+  Paired bootstrap differences (same resampled images) compare it with ``faceapi_fer`` and with
+  face-api.js zero-shot.
 * linear probe: multinomial logistic regression on frozen features (standardised), trained on a
   random subset of ``train`` and tested on ``private_test``, for ``faceapi_fer``, ``faceapi``,
   ``fer_xception`` and ``resnet18`` with ``weights=None`` (a no-pretraining baseline).
@@ -39,7 +44,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from femo.models.face_pretrained import load_faceapi, load_mini_xception, to_femo_classes
-from femo.models.fer_encoder import WEIGHTS_FILE, load_fer_encoder
+from femo.models.fer_encoder import FER_ARCHS, WEIGHTS_FILE, load_fer_encoder
 from femo.models.frames import build_frame_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,12 +95,59 @@ def bootstrap_ci(y: np.ndarray, pred: np.ndarray, n_boot: int, seed: int) -> dic
     return {"war_ci95": q(wars), "uar_ci95": q(uars), "n_boot": n_boot}
 
 
-def zero_shot(x: torch.Tensor, y: np.ndarray, batch: int, n_boot: int) -> dict:
-    results = {}
+def paired_diff(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_boot: int, seed: int = 0) -> dict:
+    """a minus b in WAR and UAR, with 95% intervals over the same resampled test images."""
+    rng = np.random.default_rng(seed)
+    k = len(LABELS)
+
+    def war_uar(idx):
+        yt = y[idx]
+        support = np.bincount(yt, minlength=k)
+        out = []
+        for pred in (pred_a[idx], pred_b[idx]):
+            hits = np.bincount(yt[yt == pred], minlength=k)
+            out.append(((yt == pred).mean(), (hits[support > 0] / support[support > 0]).mean()))
+        return out[0][0] - out[1][0], out[0][1] - out[1][1]
+
+    point = war_uar(np.arange(len(y)))
+    draws = np.array([war_uar(rng.integers(0, len(y), len(y))) for _ in range(n_boot)])
+    q = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]  # noqa: E731
+    return {"war": float(point[0]), "war_ci95": q(draws[:, 0]), "uar": float(point[1]), "uar_ci95": q(draws[:, 1])}
+
+
+def flip_logits(net, x: torch.Tensor, batch: int) -> tuple[np.ndarray, float]:
+    """Log of the mean softmax of each image and its mirror, and ms per image."""
+    fn = lambda b: ((net(net.preprocess(b)).softmax(1) + net(net.preprocess(b.flip(-1))).softmax(1)) / 2).log()  # noqa: E731
+    return batched(fn, x, batch)
+
+
+def vgg_rows(test: tuple, select: tuple, prior: np.ndarray, batch: int, n_boot: int) -> tuple[dict, dict]:
+    """fer_vgg with its own classifier: plain, flip TTA, and flip TTA + logit adjustment; the
+    scores and the test predictions of the last two."""
+    net = load_fer_encoder(arch="vgg")
+    logits, ms = batched(lambda b: net(net.preprocess(b)), test[0], batch)
+    rows = {"fer_vgg": {**scores(test[1], logits.argmax(1), n_boot), "ms_per_image": ms}}
+    logp, ms = flip_logits(net, test[0], batch)
+    rows["fer_vgg+flip"] = {**scores(test[1], logp.argmax(1), n_boot), "ms_per_image": ms}
+    sel_logp, _ = flip_logits(net, select[0], batch)
+    taus = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+    sel_uar = {t: float(recall_score(select[1], (sel_logp - t * np.log(prior)).argmax(1), labels=range(len(LABELS)),
+                                     average="macro", zero_division=0)) for t in taus}
+    tau = max(taus, key=lambda t: (sel_uar[t], -t))
+    preds = {"fer_vgg+flip": logp.argmax(1), "fer_vgg+flip+adjusted": (logp - tau * np.log(prior)).argmax(1)}
+    rows["fer_vgg+flip+adjusted"] = {**scores(test[1], preds["fer_vgg+flip+adjusted"], n_boot),
+                                     "ms_per_image": ms, "tau": tau, "public_test_uar_by_tau": sel_uar}
+    return rows, preds
+
+
+def zero_shot(x: torch.Tensor, y: np.ndarray, batch: int, n_boot: int) -> tuple[dict, dict]:
+    """Scores of each classifier on (x, y), and its predictions (for paired comparisons)."""
+    results, preds = {}, {}
     for name, net in (("fer_xception", load_mini_xception()), ("faceapi", load_faceapi())):
         logits, ms = batched(lambda b: net(net.preprocess(b)), x, batch)
         probs = to_femo_classes(torch.from_numpy(logits).softmax(1), net.classes, classes=LABELS)
-        results[name] = {**scores(y, probs.argmax(1).numpy(), n_boot), "ms_per_image": ms}
+        preds[name] = probs.argmax(1).numpy()
+        results[name] = {**scores(y, preds[name], n_boot), "ms_per_image": ms}
     net = load_fer_encoder()
     assert net.classes == LABELS
     logits, ms = batched(lambda b: net(net.preprocess(b)), x, batch)
@@ -103,7 +155,8 @@ def zero_shot(x: torch.Tensor, y: np.ndarray, batch: int, n_boot: int) -> dict:
     both, ms = batched(lambda b: (net(net.preprocess(b)).softmax(1) + net(net.preprocess(b.flip(-1))).softmax(1)) / 2,
                        x, batch)
     results["faceapi_fer+flip"] = {**scores(y, both.argmax(1), n_boot), "ms_per_image": ms}
-    return results
+    preds["faceapi_fer+flip"] = both.argmax(1)
+    return results, preds
 
 
 def linear_probe(name: str, train: tuple, test: tuple, batch: int, resnet_size: int, n_boot: int) -> dict:
@@ -122,7 +175,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "fer2013"))
     ap.add_argument("--n-train", type=int, default=5000)
     ap.add_argument("--n-test", type=int, default=None, help="subsample private_test (default: all)")
-    ap.add_argument("--encoders", default="faceapi_fer,faceapi,fer_xception,resnet18")
+    ap.add_argument("--encoders", default="fer_vgg,faceapi_fer,faceapi,fer_xception,resnet18")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the intervals")
     ap.add_argument("--resnet-size", type=int, default=112)
     ap.add_argument("--batch", type=int, default=128)
@@ -139,8 +192,20 @@ def main() -> int:
     manifest = pd.read_csv(data / "manifest.csv")
     test = load_split(data, manifest, "private_test", args.n_test, args.seed)
     train = load_split(data, manifest, "train", args.n_train, args.seed)
+    zero, preds = zero_shot(test[0], test[1], args.batch, args.n_boot)
     result = {"n_train": len(train[1]), "n_test": len(test[1]), "labels": LABELS, "threads": args.threads,
-              "zero_shot": zero_shot(test[0], test[1], args.batch, args.n_boot), "linear_probe": {}}
+              "zero_shot": zero, "linear_probe": {}}
+    if FER_ARCHS["vgg"][1].is_file():
+        select = load_split(data, manifest, "public_test", None, args.seed)
+        counts = manifest[manifest["split"] == "train"]["label"].value_counts()
+        prior = np.array([counts[c] for c in LABELS], float) / counts.sum()
+        vgg, ours = vgg_rows(test, select, prior, args.batch, args.n_boot)
+        zero.update(vgg)
+        result["paired"] = {f"{a} - {b}": paired_diff(test[1], ours[a], preds[b], args.n_boot)
+                            for a in ours for b in ("faceapi", "faceapi_fer+flip")}
+        vrec = json.loads(FER_ARCHS["vgg"][1].with_suffix(".json").read_text())
+        result["fer_vgg_training"] = {k: vrec.get(k) for k in
+                                      ("command", "seed", "n", "selected_epoch", "train_s", "threads", "sha256")}
     record = json.loads(WEIGHTS_FILE.with_suffix(".json").read_text())
     result["faceapi_fer_training"] = {k: record.get(k) for k in
                                       ("command", "seed", "n", "selected_epoch", "train_s", "threads", "sha256")}
@@ -163,6 +228,9 @@ def print_table(result: dict) -> None:
                          **{c[:4]: r["per_class_recall"][c] for c in LABELS}, "ms/img": r["ms_per_image"]})
     print(f"FER2013 private_test (n={result['n_test']}), probe trained on {result['n_train']} train images")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for name, d in result.get("paired", {}).items():
+        print(f"paired {name}: WAR {d['war']:+.3f} [{d['war_ci95'][0]:+.3f}, {d['war_ci95'][1]:+.3f}], "
+              f"UAR {d['uar']:+.3f} [{d['uar_ci95'][0]:+.3f}, {d['uar_ci95'][1]:+.3f}]")
 
 
 if __name__ == "__main__":

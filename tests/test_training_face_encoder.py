@@ -10,35 +10,18 @@ import pytest
 import torch
 from PIL import Image
 
+from _fer_images import pattern as _pattern, write_manifest
+
 from femo.models.fer_encoder import FER_LABELS, WEIGHTS_FILE, FerEncoderNet, load_fer_encoder, sha256_file
 from femo.models.frames import build_frame_encoder
 from femo.training.face_encoder import (EncoderTrainConfig, augment, finish_face_encoder, load_image_split,
                                         predict_probs, train_face_encoder)
 
 
-def _pattern(label: int, rng: np.random.Generator) -> np.ndarray:
-    """A 48x48 gray image whose bright bar's row encodes ``label`` (learnable, not trivial noise)."""
-    img = rng.integers(0, 60, (48, 48)).astype(np.uint8)
-    row = 3 + 6 * label
-    img[row:row + 5, 6:42] = 220
-    return img
-
-
 @pytest.fixture
 def manifest(tmp_path):
     """A FER2013-layout manifest: 96 train / 28 public_test / 28 private_test synthetic images."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for split, n in (("train", 96), ("public_test", 28), ("private_test", 28)):
-        for i in range(n):
-            label = i % len(FER_LABELS)
-            rel = f"{split}/{FER_LABELS[label]}/{i}.png"
-            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(_pattern(label, rng)).save(tmp_path / rel)
-            rows.append({"clip_id": f"{split}_{i}", "path": rel, "label": FER_LABELS[label], "split": split})
-    path = tmp_path / "manifest.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
+    return write_manifest(tmp_path, {"train": 96, "public_test": 28, "private_test": 28})
 
 
 def _cfg(**kw) -> EncoderTrainConfig:

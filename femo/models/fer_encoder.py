@@ -1,4 +1,10 @@
-"""femo's own face-expression encoder: face-api.js's expression architecture fine-tuned on FER2013.
+"""femo's own face-expression encoders trained on FER2013, and the loader for their weights.
+
+Two architectures (:data:`FER_ARCHS`), each with weights that ship with the package:
+
+* ``faceapi`` -> :class:`FerEncoderNet` (frame encoder ``faceapi_fer``), described below;
+* ``vgg`` -> :class:`femo.models.fer_vgg.FerVggNet` (frame encoder ``fer_vgg``), a VGG-style CNN
+  trained from scratch (``femo/resources/fer_vgg.pt``).
 
 ``FerEncoderNet``: gray faces at 48x48 (FER2013's own resolution) through the four dense blocks of
 :class:`femo.models.faceapi.FaceApiExpressionNet` (initialised from the published face-api.js
@@ -17,16 +23,17 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from femo.models.faceapi import MEAN_RGB, FaceApiExpressionNet
+from femo.models.fer_vgg import FerVggNet, gray48
 
 #: Class order of the logits: FER2013's label names, alphabetical (its folder names).
 FER_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-_LUMA = (0.299, 0.587, 0.114)
 RESOURCE_DIR = Path(__file__).resolve().parent.parent / "resources"
 WEIGHTS_FILE = RESOURCE_DIR / "fer_encoder.pt"
+#: Architecture name -> (network class, the file of its shipped weights).
+FER_ARCHS: dict[str, tuple[type[nn.Module], Path]] = {}
 
 
 class FerEncoderNet(nn.Module):
@@ -49,11 +56,7 @@ class FerEncoderNet(nn.Module):
     @staticmethod
     def preprocess(x: torch.Tensor) -> torch.Tensor:
         """RGB ``(N, 3, S, S)`` in [0, 1] -> gray replicated ``(N, 3, 48, 48)``, face-api.js scaling."""
-        luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        gray = (x * luma).sum(1, keepdim=True)  # (N, 1, S, S)
-        if gray.shape[-2:] != (FerEncoderNet.input_size,) * 2:
-            gray = F.interpolate(gray, size=(FerEncoderNet.input_size,) * 2, mode="bilinear",
-                                 align_corners=False, antialias=True)
+        gray = gray48(x)  # (N, 1, 48, 48)
         mean = torch.tensor(MEAN_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return (gray * 255.0 - mean) / 255.0  # (N, 3, 48, 48)
 
@@ -70,6 +73,21 @@ class FerEncoderNet(nn.Module):
     def stages(self) -> list[nn.Module]:
         """The four dense blocks, first to last (the classifier is not a stage)."""
         return list(self.blocks)
+
+
+FER_ARCHS.update({"faceapi": (FerEncoderNet, WEIGHTS_FILE), "vgg": (FerVggNet, RESOURCE_DIR / "fer_vgg.pt")})
+
+
+def build_fer_net(arch: str) -> nn.Module:
+    """A freshly initialised network of architecture ``arch`` (one of :data:`FER_ARCHS`)."""
+    if arch not in FER_ARCHS:
+        raise ValueError(f"unknown encoder architecture {arch!r}; choose one of {sorted(FER_ARCHS)}")
+    return FER_ARCHS[arch][0]()
+
+
+def arch_of(state: dict) -> str:
+    """The architecture whose parameter names a state dict has (``vgg`` nets have batch norms)."""
+    return "vgg" if any(k.endswith("running_mean") for k in state) else "faceapi"
 
 
 def fer_encoder_from_faceapi(faceapi: FaceApiExpressionNet) -> FerEncoderNet:
@@ -92,13 +110,16 @@ def sha256_file(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_fer_encoder(path: str | Path | None = None) -> FerEncoderNet:
-    """The trained encoder (eval mode) from ``path`` or the weights shipped in ``femo/resources``.
+def load_fer_encoder(path: str | Path | None = None, *, arch: str = "faceapi") -> nn.Module:
+    """A trained encoder (eval mode) from ``path`` or, when None, the weights shipped in
+    ``femo/resources`` for ``arch``. The architecture of a file is read from its parameter names.
 
-    The shipped file is checked against the sha256 in its sidecar ``fer_encoder.json``. Raises
+    A file with a sidecar ``.json`` is checked against the sha256 recorded there. Raises
     FileNotFoundError naming the file when it is absent and ValueError when it does not fit.
     """
-    path = WEIGHTS_FILE if path is None else Path(path)
+    if arch not in FER_ARCHS:
+        raise ValueError(f"unknown encoder architecture {arch!r}; choose one of {sorted(FER_ARCHS)}")
+    path = FER_ARCHS[arch][1] if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: fer_encoder weights not found (train them with "
                                 f"`femo encoder train`, or pass a state dict file)")
@@ -109,8 +130,9 @@ def load_fer_encoder(path: str | Path | None = None) -> FerEncoderNet:
             raise ValueError(f"{path}: sha256 differs from the one recorded in {sidecar}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        net = FerEncoderNet()
-        net.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a FerEncoderNet state dict ({exc})") from exc
+        net = build_fer_net(arch_of(state))
+        # half-precision files (the shipped vgg weights) load into float32 parameters
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a fer_encoder state dict ({exc})") from exc
     return net.eval()

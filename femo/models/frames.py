@@ -16,6 +16,9 @@ so callers always pass plain RGB crops in [0, 1].
 * ``faceapi_fer`` (256-d): femo's own encoder, face-api.js's architecture fine-tuned on FER2013
   (:mod:`femo.models.fer_encoder`, 48x48 gray); ``weights`` None = the weights shipped in
   ``femo/resources``, or a state dict file.
+* ``fer_vgg`` (512-d): femo's own VGG-style CNN trained from scratch on FER2013's train split
+  (:mod:`femo.models.fer_vgg`, 48x48 gray, 4.7 M parameters); ``weights`` None = the weights shipped
+  in ``femo/resources`` (``fer_vgg.pt``), or a state dict file. ``last-block`` trains its 4th stage.
 * ``crop_cnn`` (64-d): a small CNN trained from scratch with the rest of the net (use
   ``freeze="full"``): four conv3x3-BatchNorm-ReLU-maxpool blocks (8, 16, 32, 64 channels) at
   :data:`CROP_CNN_SIZE` px (``input_size`` overrides), 25k parameters, about 2.5 M multiply-adds
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -43,7 +47,7 @@ from femo.models.face_pretrained import load_faceapi, load_mini_xception
 from femo.models.fer_encoder import load_fer_encoder
 
 FRAME_ENCODERS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "fer_xception", "faceapi", "faceapi_fer",
-                                   "crop_cnn")
+                                   "fer_vgg", "crop_cnn")
 #: Side (px) at which ``crop_cnn`` reads its crops (resized inside the module).
 CROP_CNN_SIZE: int = 48
 FREEZE_POLICIES: tuple[str, ...] = ("frozen", "last-block", "full")
@@ -193,7 +197,8 @@ def build_frame_encoder(name: str, *, weights: object = None, freeze: str = "fro
         return _crop_cnn(weights, input_size, freeze)
     if _is_weights_enum(weights):
         raise ValueError(f"{name}: weights must be None (femo cache) or a file path, not {weights}")
-    loader = {"faceapi": load_faceapi, "fer_xception": load_mini_xception, "faceapi_fer": load_fer_encoder}[name]
+    loader = {"faceapi": load_faceapi, "fer_xception": load_mini_xception, "faceapi_fer": load_fer_encoder,
+              "fer_vgg": partial(load_fer_encoder, arch="vgg")}[name]
     net = loader(weights)
     if input_size not in (None, net.input_size):
         raise ValueError(f"{name}: fixed input size {net.input_size}, got input_size={input_size}")
