@@ -82,35 +82,29 @@ def scores(y: np.ndarray, pred: np.ndarray, n_boot: int = 1000, seed: int = 0) -
 def bootstrap_ci(y: np.ndarray, pred: np.ndarray, n_boot: int, seed: int) -> dict:
     """95% percentile intervals of WAR and UAR over ``n_boot`` resamples of the test images."""
     rng = np.random.default_rng(seed)
-    k = len(LABELS)
-    wars, uars = [], []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        yt, yp = y[idx], pred[idx]
-        support = np.bincount(yt, minlength=k)
-        hits = np.bincount(yt[yt == yp], minlength=k)
-        wars.append((yt == yp).mean())
-        uars.append((hits[support > 0] / support[support > 0]).mean())
+    draws = [war_uar(y[idx], pred[idx]) for idx in (rng.integers(0, len(y), len(y)) for _ in range(n_boot))]
+    wars, uars = [d[0] for d in draws], [d[1] for d in draws]
     q = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]  # noqa: E731
     return {"war_ci95": q(wars), "uar_ci95": q(uars), "n_boot": n_boot}
+
+
+def war_uar(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """Accuracy and macro recall over the classes present in ``y``."""
+    support = np.bincount(y, minlength=len(LABELS))
+    hits = np.bincount(y[y == pred], minlength=len(LABELS))
+    return float((y == pred).mean()), float((hits[support > 0] / support[support > 0]).mean())
 
 
 def paired_diff(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_boot: int, seed: int = 0) -> dict:
     """a minus b in WAR and UAR, with 95% intervals over the same resampled test images."""
     rng = np.random.default_rng(seed)
-    k = len(LABELS)
 
-    def war_uar(idx):
-        yt = y[idx]
-        support = np.bincount(yt, minlength=k)
-        out = []
-        for pred in (pred_a[idx], pred_b[idx]):
-            hits = np.bincount(yt[yt == pred], minlength=k)
-            out.append(((yt == pred).mean(), (hits[support > 0] / support[support > 0]).mean()))
-        return out[0][0] - out[1][0], out[0][1] - out[1][1]
+    def diff(idx):
+        (war_a, uar_a), (war_b, uar_b) = war_uar(y[idx], pred_a[idx]), war_uar(y[idx], pred_b[idx])
+        return war_a - war_b, uar_a - uar_b
 
-    point = war_uar(np.arange(len(y)))
-    draws = np.array([war_uar(rng.integers(0, len(y), len(y))) for _ in range(n_boot)])
+    point = diff(np.arange(len(y)))
+    draws = np.array([diff(rng.integers(0, len(y), len(y))) for _ in range(n_boot)])
     q = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]  # noqa: E731
     return {"war": float(point[0]), "war_ci95": q(draws[:, 0]), "uar": float(point[1]), "uar_ci95": q(draws[:, 1])}
 
@@ -152,8 +146,7 @@ def zero_shot(x: torch.Tensor, y: np.ndarray, batch: int, n_boot: int) -> tuple[
     assert net.classes == LABELS
     logits, ms = batched(lambda b: net(net.preprocess(b)), x, batch)
     results["faceapi_fer"] = {**scores(y, logits.argmax(1), n_boot), "ms_per_image": ms}
-    both, ms = batched(lambda b: (net(net.preprocess(b)).softmax(1) + net(net.preprocess(b.flip(-1))).softmax(1)) / 2,
-                       x, batch)
+    both, ms = flip_logits(net, x, batch)
     results["faceapi_fer+flip"] = {**scores(y, both.argmax(1), n_boot), "ms_per_image": ms}
     preds["faceapi_fer+flip"] = both.argmax(1)
     return results, preds

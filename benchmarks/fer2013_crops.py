@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fer2013 import LABELS, batched, paired_diff, scores  # noqa: E402
+from fer2013 import LABELS, batched, flip_logits, paired_diff, scores  # noqa: E402
 
 from femo.models.face_pretrained import to_femo_classes  # noqa: E402
 from femo.models.frames import build_frame_encoder  # noqa: E402
@@ -84,11 +84,10 @@ def own_classifier(name: str, x: torch.Tensor) -> np.ndarray:
 
     net = {"faceapi": load_faceapi, "faceapi_fer": load_fer_encoder,
            "fer_vgg": lambda: load_fer_encoder(arch="vgg")}[name]()
-    fn = lambda b: net(net.preprocess(b)).softmax(1) + net(net.preprocess(b.flip(-1))).softmax(1)  # noqa: E731
-    probs, _ = batched(fn, x, 128)
+    logp, _ = flip_logits(net, x, 128)
     if name == "faceapi":
-        probs = to_femo_classes(torch.from_numpy(probs), net.classes, classes=LABELS).numpy()
-    return probs.argmax(1)
+        logp = to_femo_classes(torch.from_numpy(logp), net.classes, classes=LABELS).numpy()
+    return logp.argmax(1)
 
 
 def main() -> int:

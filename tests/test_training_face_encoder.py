@@ -14,8 +14,9 @@ from _fer_images import pattern as _pattern, write_manifest
 
 from femo.models.fer_encoder import FER_LABELS, WEIGHTS_FILE, FerEncoderNet, load_fer_encoder, sha256_file
 from femo.models.frames import build_frame_encoder
-from femo.training.face_encoder import (EncoderTrainConfig, augment, finish_face_encoder, load_image_split,
-                                        predict_probs, train_face_encoder)
+from femo.training.face_augment import augment
+from femo.training.face_encoder import (EncoderTrainConfig, finish_face_encoder, load_image_split, predict_probs,
+                                        train_face_encoder)
 
 
 @pytest.fixture

@@ -41,18 +41,29 @@ def quiet_native_stderr(log_path: str | Path | None = None) -> Iterator[None]:
     drown a progress bar. Python exceptions are unaffected: they propagate as objects and are
     printed after fd 2 is restored.
     """
+    with quiet_native_fd(2, log_path):
+        yield
+
+
+@contextlib.contextmanager
+def quiet_native_fd(fd: int, log_path: str | Path | None = None) -> Iterator[None]:
+    """Send native writes to file descriptor ``fd`` (1: stdout, 2: stderr) to ``log_path``
+    (default: discard) for the block; Python's buffered stream of that fd is flushed around it."""
+    stream = {1: sys.stdout, 2: sys.stderr}.get(fd)
     target = os.fspath(log_path) if log_path else os.devnull
-    sys.stderr.flush()
-    saved = os.dup(2)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    if stream is not None:
+        stream.flush()
+    saved = os.dup(fd)
+    sink = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.dup2(fd, 2)
+        os.dup2(sink, fd)
         yield
     finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
+        if stream is not None:
+            stream.flush()
+        os.dup2(saved, fd)
         os.close(saved)
-        os.close(fd)
+        os.close(sink)
 
 
 def mediapipe_tasks():

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from femo.features import quiet_native_fd
 from femo.inference.timeline import target_times
 
 
@@ -140,7 +141,9 @@ def _onnx_session(encoder: torch.nn.Module, size: int, threads: int):
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     buf = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.inference_mode():
+        # quiet fd 1: torch's exporter prints the whole traced graph to stdout when an operator
+        # has no ONNX form (e.g. the antialiased resize of the FER2013 encoders' preprocessing)
+        with warnings.catch_warnings(), torch.inference_mode(), quiet_native_fd(1):
             warnings.simplefilter("ignore")
             torch.onnx.export(encoder, (x,), buf, input_names=["crops"], output_names=["features"],
                               dynamic_axes={"crops": {0: "n"}, "features": {0: "n"}}, opset_version=17, dynamo=False)

@@ -32,8 +32,6 @@ from femo.models.fer_vgg import FerVggNet, gray48
 FER_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 RESOURCE_DIR = Path(__file__).resolve().parent.parent / "resources"
 WEIGHTS_FILE = RESOURCE_DIR / "fer_encoder.pt"
-#: Architecture name -> (network class, the file of its shipped weights).
-FER_ARCHS: dict[str, tuple[type[nn.Module], Path]] = {}
 
 
 class FerEncoderNet(nn.Module):
@@ -75,14 +73,20 @@ class FerEncoderNet(nn.Module):
         return list(self.blocks)
 
 
-FER_ARCHS.update({"faceapi": (FerEncoderNet, WEIGHTS_FILE), "vgg": (FerVggNet, RESOURCE_DIR / "fer_vgg.pt")})
+#: Architecture name -> (network class, the file of its shipped weights).
+FER_ARCHS: dict[str, tuple[type[nn.Module], Path]] = {"faceapi": (FerEncoderNet, WEIGHTS_FILE),
+                                                      "vgg": (FerVggNet, RESOURCE_DIR / "fer_vgg.pt")}
+
+
+def _arch_entry(arch: str) -> tuple[type[nn.Module], Path]:
+    if arch not in FER_ARCHS:
+        raise ValueError(f"unknown encoder architecture {arch!r}; choose one of {sorted(FER_ARCHS)}")
+    return FER_ARCHS[arch]
 
 
 def build_fer_net(arch: str) -> nn.Module:
     """A freshly initialised network of architecture ``arch`` (one of :data:`FER_ARCHS`)."""
-    if arch not in FER_ARCHS:
-        raise ValueError(f"unknown encoder architecture {arch!r}; choose one of {sorted(FER_ARCHS)}")
-    return FER_ARCHS[arch][0]()
+    return _arch_entry(arch)[0]()
 
 
 def arch_of(state: dict) -> str:
@@ -117,9 +121,7 @@ def load_fer_encoder(path: str | Path | None = None, *, arch: str = "faceapi") -
     A file with a sidecar ``.json`` is checked against the sha256 recorded there. Raises
     FileNotFoundError naming the file when it is absent and ValueError when it does not fit.
     """
-    if arch not in FER_ARCHS:
-        raise ValueError(f"unknown encoder architecture {arch!r}; choose one of {sorted(FER_ARCHS)}")
-    path = FER_ARCHS[arch][1] if path is None else Path(path)
+    path = _arch_entry(arch)[1] if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: fer_encoder weights not found (train them with "
                                 f"`femo encoder train`, or pass a state dict file)")

@@ -8,6 +8,7 @@
 * :mod:`.metrics`: UAR, WAR, macro-F1, ECE and the one JSON writer.
 * :mod:`.runs`: what a trained run is: :class:`~femo.training.runs.RunFolder`, the folder ``femo train`` writes.
 * :mod:`.face_encoder`: train femo's face-expression encoder on an image manifest (``femo encoder``).
+* :mod:`.face_augment`: batch augmentation of gray face images for the encoder's training.
 
 Import the modules themselves (``from femo.training.loop import train``); this package imports
 nothing at load time, so ``femo.training.metrics`` stays free of torch.

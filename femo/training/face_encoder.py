@@ -4,8 +4,7 @@ Protocol (FER2013's official splits): fit on ``train``, pick the epoch whose wei
 best WAR on ``public_test``, and score ``private_test`` once, with those weights only.
 
 * Data: every image of a split is decoded once into one ``uint8 (N, 48, 48)`` tensor; augmentation
-  runs on whole batches (random rotation, scale, shift and horizontal flip through one
-  ``affine_grid``, brightness and contrast), so data loading costs nothing per step.
+  runs on whole batches (:mod:`femo.training.face_augment`), so data loading costs nothing per step.
 * Architectures (``arch``): ``faceapi`` (face-api.js's blocks, started from its weights) or ``vgg``
   (:class:`femo.models.fer_vgg.FerVggNet`, from scratch); see :data:`femo.models.fer_encoder.FER_ARCHS`.
 * Optimisation: AdamW or SGD with Nesterov momentum, a one-cycle schedule (cosine), label
@@ -29,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -46,6 +44,7 @@ from tqdm import tqdm
 from femo.models.face_pretrained import load_faceapi
 from femo.models.fer_encoder import (FER_ARCHS, FER_LABELS, build_fer_net, fer_encoder_from_faceapi,
                                      load_fer_encoder, sha256_file)
+from femo.training.face_augment import augment
 from femo.training.metrics import metrics
 
 
@@ -116,50 +115,6 @@ def load_image_split(manifest: str | Path, split: str, *, limit: int | None = No
         labels.append(FER_LABELS.index(row["label"]))
     return ImageSplit(torch.from_numpy(imgs), torch.tensor(labels, dtype=torch.int64),
                       tuple(rows["clip_id"].astype(str)))
-
-
-def augment(x: torch.Tensor, gen: torch.Generator, cfg: EncoderTrainConfig) -> torch.Tensor:
-    """uint8 (B, H, W) -> float (B, 3, H, W) in [0, 1], gray replicated, randomly transformed."""
-    b = x.shape[0]
-
-    def uniform(*shape: int) -> torch.Tensor:  # in [-1, 1)
-        return torch.rand(*shape, generator=gen) * 2 - 1
-
-    img = x.float().div(255.0).unsqueeze(1)  # (B, 1, H, W)
-    angle = uniform(b) * math.radians(cfg.rotation)
-    zoom = 1 + uniform(b) * cfg.scale
-    shift = uniform(b, 2) * cfg.shift * 2  # affine_grid coordinates span 2 units
-    flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
-                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)  # (B, 2, 3)
-    grid = F.affine_grid(theta, list(img.shape), align_corners=False)
-    img = F.grid_sample(img, grid, padding_mode="border", align_corners=False)
-    mean = img.mean(dim=(2, 3), keepdim=True)
-    contrast = 1 + uniform(b, 1, 1, 1) * cfg.contrast
-    bright = uniform(b, 1, 1, 1) * cfg.brightness
-    img = ((img - mean) * contrast + mean + bright).clamp(0, 1)
-    if cfg.erase > 0:
-        img = _erase(img, gen, cfg.erase)
-    return img.expand(-1, 3, -1, -1)
-
-
-def _erase(img: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
-    """Random erasing: with probability ``p`` per image, one rectangle (2-20% of the area, aspect
-    0.3-3.3) filled with uniform noise. ``img``: (B, 1, H, W) in [0, 1]."""
-    b, _, h, w = img.shape
-    area = (0.02 + 0.18 * torch.rand(b, generator=gen)) * h * w
-    aspect = torch.exp(torch.empty(b).uniform_(math.log(0.3), math.log(3.3), generator=gen))
-    eh = (area * aspect).sqrt().clamp(1, h).long()
-    ew = (area / aspect).sqrt().clamp(1, w).long()
-    top = (torch.rand(b, generator=gen) * (h - eh + 1)).long()
-    left = (torch.rand(b, generator=gen) * (w - ew + 1)).long()
-    on = torch.rand(b, generator=gen) < p
-    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
-    box = ((rows >= top.view(b, 1, 1)) & (rows < (top + eh).view(b, 1, 1))
-           & (cols >= left.view(b, 1, 1)) & (cols < (left + ew).view(b, 1, 1)) & on.view(b, 1, 1))
-    noise = torch.rand(img.shape, generator=gen)
-    return torch.where(box.unsqueeze(1), noise, img)
 
 
 @torch.inference_mode()
@@ -397,11 +352,3 @@ def save_weights(net: nn.Module, path: str | Path, *, half: bool = False) -> str
     torch.save({k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v.detach().clone()
                 for k, v in net.state_dict().items()}, path)
     return sha256_file(path)
-
-
-def export_weights(net: nn.Module, path: str | Path, record: dict, *, half: bool = False) -> str:
-    """Write ``net``'s state dict to ``path`` and ``record`` + its sha256 to ``path.json``."""
-    path = Path(path)
-    digest = save_weights(net, path, half=half)
-    path.with_suffix(".json").write_text(json.dumps({**record, "sha256": digest}, indent=2))
-    return digest
