@@ -2,7 +2,7 @@
 
     python benchmarks/predict.py [--seconds 60 1200] [--modes fast reference] [--threads 1] [--no-process]
                                  [--startup-ab 3] [--startup-variants numpy librosa pyplot]
-                                 [--face resnet18|faceapi]
+                                 [--face resnet18|fer_vgg|faceapi]
 
 The clip: 640x360 H.264 + AAC mp4 at 25 fps of ``skimage.data.astronaut()`` with a small affine
 wobble (period 2 s) and a 220 Hz tone, encoded frame by frame with
@@ -10,9 +10,9 @@ wobble (period 2 s) and a 220 Hz tone, encoded frame by frame with
 the 60 s clip repeated by copying its packets, so a 20-minute clip is ready in seconds. The model: the default
 configuration (``ModelConfig()``: ResNet-18 frame CNN at 112 px, transformer temporal blocks,
 gated fusion, face + landmarks + audio; ``DataConfig()``: T = 16 frames per 2 s window, hop 0.5 s)
-with untrained weights -- speed does not depend on the weights. ``--face faceapi``: the same with
-the face path ``femo train`` takes by default (cached face-api.js embeddings; predict runs that
-324k-parameter net on the crops instead of ResNet-18).
+with untrained weights -- speed does not depend on the weights. ``--face fer_vgg``: the same with
+the face path ``femo train`` takes by default (cached embeddings of femo's FER2013 encoder;
+predict runs that net on the crops instead of ResNet-18); ``--face faceapi``: face-api.js's.
 
 Each measurement runs in its own child process (clean peak memory), after a 2-second warm-up
 clip (numba/librosa JIT, landmarker start-up):
@@ -121,9 +121,11 @@ def repeat_clip(base: Path, times: int, out: Path) -> Path:
 
 
 #: ``--face``: the frame CNN of the run predicted with. ``resnet18``: ``ModelConfig()``'s own
-#: (ResNet-18 at 112 px); ``faceapi``: a run trained as ``femo train`` trains by default, on cached
-#: face-api.js embeddings (predict rebuilds that 324k-parameter net; needs `femo models fetch --face-weights`).
-FACES = ("resnet18", "faceapi")
+#: (ResNet-18 at 112 px); ``fer_vgg``: a run trained as ``femo train`` trains by default, on cached
+#: embeddings of femo's FER2013 encoder (predict rebuilds that 4.7 M-parameter net from the package's
+#: weights); ``faceapi``: the same on face-api.js embeddings (324k parameters; needs
+#: `femo models fetch --face-weights`).
+FACES = ("resnet18", "fer_vgg", "faceapi")
 
 
 def make_run(out: Path, face: str = "resnet18") -> Path:
@@ -278,8 +280,8 @@ def main() -> None:
                    help="time the whole `femo predict` process only on clips up to this many seconds (default 120)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--face", choices=FACES, default="resnet18",
-                   help="frame CNN of the run: ModelConfig()'s resnet18 (default) or faceapi, the face path "
-                        "`femo train` uses by default (cached face-api.js embeddings)")
+                   help="frame CNN of the run: ModelConfig()'s resnet18 (default); fer_vgg, the face path "
+                        "`femo train` uses by default (cached embeddings of femo's FER2013 encoder); or faceapi")
     p.add_argument("--no-process", dest="process", action="store_false", help="skip the whole-process timing")
     p.add_argument("--keep", type=Path, default=None,
                    help="write (and reuse) the clips and the run in this folder instead of a temporary one")

@@ -166,6 +166,11 @@ VARIANTS: dict[str, Variant] = {
                                                 seeds=3, runs="femo_func_egemaps_librosa_spk"),
     "femo_func_egemaps_librosa_spk_x5": Variant("egemaps_librosa", "functionals", True, "mean", 50, 1e-3, 128,
                                                 seeds=5, runs="femo_func_egemaps_librosa_spk"),
+    "femo_both_egemaps_librosa_spk": Variant("egemaps_librosa", "both", True, "mean", 10, 1e-3, 64),
+    "femo_both_egemaps_librosa_spk_x3": Variant("egemaps_librosa", "both", True, "mean", 10, 1e-3, 64, seeds=3,
+                                                runs="femo_both_egemaps_librosa_spk"),
+    "femo_both_egemaps_librosa_spk_x5": Variant("egemaps_librosa", "both", True, "mean", 10, 1e-3, 64, seeds=5,
+                                                runs="femo_both_egemaps_librosa_spk"),
 }
 
 

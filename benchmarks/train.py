@@ -11,6 +11,7 @@ is its own. Writes benchmarks/results/train.json and prints a table.
 
     python benchmarks/train.py                      # CPU
     python benchmarks/train.py --cache --batch 64 --clips 512 --target 10000 --threads 1
+    python benchmarks/train.py --cache --batch 64 --clips 512 --target 10000 --threads 1 --no-audio   # stills
     python benchmarks/train.py --cache --clips 512 --e2e-clips 16 --threads 1 --profile   # where the time goes
     python benchmarks/train.py --device cuda --target 9400 --clips 512 --e2e-clips 512 --workers 8
 """
@@ -34,8 +35,9 @@ CLASSES = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
 CASES = {"a": "cached embeddings + heads", "b": "end-to-end ResNet-18 112x112"}
 
 
-def build_store(root: Path, n: int) -> Path:
-    """Write ``n`` random clips with the store's real shapes (and 512-d embeddings)."""
+def build_store(root: Path, n: int, *, audio: bool = True) -> Path:
+    """Write ``n`` random clips with the store's real shapes (and 512-d embeddings); ``audio=False``:
+    clips without an audio track (stills, silent video: zero log-mel, ``has_audio`` False)."""
     from femo.data.store import StoreMeta, write_clip, write_index, write_meta
 
     rng = np.random.default_rng(0)
@@ -48,9 +50,10 @@ def build_store(root: Path, n: int) -> Path:
             "face_found": np.ones(T, bool), "face_box": np.zeros((T, 4), np.float32),
             "landmarks": rng.random((T, 478, 3), dtype=np.float32), "blendshapes": rng.random((T, 52), dtype=np.float32),
             "head_pose": np.zeros((T, 3), np.float32), "pose": rng.random((T, 33, 4), dtype=np.float32),
-            "pose_found": np.ones(T, bool), "logmel": -80 * rng.random((64, MEL_FRAMES), dtype=np.float32),
-            "mfcc": np.zeros((20, MEL_FRAMES), np.float32), "prosody": rng.random((MEL_FRAMES, 4), dtype=np.float32),
-            "has_audio": np.array(True)})
+            "pose_found": np.ones(T, bool),
+            "logmel": -80 * rng.random((64, MEL_FRAMES), dtype=np.float32) * audio,
+            "mfcc": np.zeros((20, MEL_FRAMES), np.float32), "prosody": rng.random((MEL_FRAMES, 4), dtype=np.float32) * audio,
+            "has_audio": np.array(audio)})
         np.save(root / "embeddings" / "bench" / f"{cid}.npy", rng.standard_normal((T, EMB)).astype(np.float16))
         rows.append({"clip_id": cid, "path": f"{cid}.mp4", "label": CLASSES[i % 7], "subject": f"s{i // 4}",
                      "fold": 1 + i % 5, "status": "ok", "error": "", "file": f"clips/{cid}.npz"})
@@ -133,6 +136,8 @@ def main() -> int:
     p.add_argument("--cache", action="store_true",
                    help="case a with the in-memory sample cache (femo train --cache): time a steady-state epoch")
     p.add_argument("--profile", action="store_true", help="cProfile each timed epoch (printed to stderr)")
+    p.add_argument("--no-audio", dest="audio", action="store_false",
+                   help="clips without an audio track (like a store of stills: FER2013), audio modality masked")
     p.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
     p.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
@@ -144,14 +149,14 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        store = build_store(Path(tmp), max(args.clips, args.e2e_clips))
+        store = build_store(Path(tmp), max(args.clips, args.e2e_clips), audio=args.audio)
         print(f"fake store of {max(args.clips, args.e2e_clips)} clips written in {time.perf_counter() - t0:.1f} s")
         rows = []
         for case in sorted(CASES):
             cmd = [sys.executable, __file__, "--case", case, "--store", tmp, *_passthrough(args)]
             res = json.loads(subprocess.run(cmd, check=True, text=True, stdout=subprocess.PIPE,
                                             stderr=None if args.profile else subprocess.PIPE).stdout.splitlines()[-1])
-            res["target_clips"] = args.target
+            res["target_clips"], res["audio"] = args.target, args.audio
             res["seconds_per_epoch_at_target"] = res["seconds_timed"] * args.target / res["clips_timed"]
             res["cpu_seconds_per_epoch_at_target"] = res["cpu_seconds_timed"] * args.target / res["clips_timed"]
             rows.append(res)

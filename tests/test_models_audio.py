@@ -38,6 +38,31 @@ def test_femonet_reads_only_the_keys_of_its_audio_input(audio_input):
     assert out["logits"].shape == (4, 3) and out["present"][:, 0].tolist() == [True, False, True, True]
 
 
+@pytest.mark.parametrize("audio_input", ["logmel", "both"])
+@pytest.mark.parametrize("present", [(True, False, True, True), (False, False, False, False)])
+def test_cnn_skips_clips_without_audio_with_the_same_outputs_and_gradients(audio_input, present):
+    """The log-mel CNN runs only on clips with audio; tokens and parameter gradients equal those
+    of a pass with every clip through the CNN (the masked tokens are zero either way)."""
+    torch.manual_seed(0)
+    enc = AudioEncoder(dim=16, audio_input=audio_input, functionals_dim=F, dropout=0.0)
+    x = batch(present=present)
+    tokens, mask = enc(x)
+    full = enc._cnn_tokens(torch.nan_to_num(x["audio"]), x["prosody"])
+    if audio_input == "both":
+        full = full + enc._member_tokens(x["functionals"], x["audio_mask"]).mean(1, keepdim=True)
+    reference = full * mask.unsqueeze(-1)
+    torch.testing.assert_close(tokens, reference)
+    grads = []
+    for out in (tokens, reference):
+        enc.zero_grad()
+        if out.requires_grad:  # with no audio in the batch the tokens are constant zeros
+            (out ** 2).sum().backward(retain_graph=True)
+        grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in enc.cnn.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert any(g.abs().sum() > 0 for g in grads[0]) == any(present)
+
+
 def test_functionals_output_ignores_other_clips_in_eval():
     enc = AudioEncoder(dim=16, audio_input="functionals", functionals_dim=F).eval()
     x = batch()

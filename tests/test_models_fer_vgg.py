@@ -116,6 +116,23 @@ def test_predict_runs_fer_vgg_with_the_same_features_as_eager(tmp_path, capfd):
     with torch.inference_mode():
         want = enc(x).numpy()
     fast = FastFrameEncoder(enc, size=112, threads=1)
-    assert fast.backend in ("onnxruntime", "torch")
-    assert capfd.readouterr().out == ""  # a failed ONNX export does not dump its graph on stdout
+    assert fast.backend == "onnxruntime"  # the resize is matrix products, which export
+    assert capfd.readouterr().out == ""  # the exporter prints nothing on stdout
     assert np.allclose(fast(x), want, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(112, 112), (64, 64), (49, 49), (30, 30), (224, 100)])
+def test_gray48_equals_torch_antialiased_resize(size):
+    """The matrix-product resize gives torch's antialiased bilinear resize (down and up, square or
+    not) up to float rounding; 48x48 input passes unchanged."""
+    import torch.nn.functional as F
+
+    from femo.models.fer_vgg import gray48, resize_matrix
+
+    x = torch.rand(3, 3, *size, generator=torch.Generator().manual_seed(0))
+    gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    want = F.interpolate(gray, size=(48, 48), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(gray48(x), want, atol=1e-5, rtol=0)
+    assert np.allclose(resize_matrix(size[0], 48).sum(1), 1.0)
+    same = torch.rand(2, 3, 48, 48)
+    torch.testing.assert_close(gray48(same), (same * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True))

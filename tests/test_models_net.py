@@ -39,7 +39,8 @@ def _net(fusion="gated", modalities=("face", "landmarks", "audio"), temporal="me
 @pytest.mark.parametrize("fusion", FUSIONS)
 @pytest.mark.parametrize("temporal", ["mean", "transformer"])
 def test_forward_all_missing_rows_finite_and_gradients(fusion, temporal):
-    net = _net(fusion, temporal=temporal).train()
+    # no modality dropout: it may drop the face of both rows that have one, leaving its branch no gradient
+    net = _net(fusion, temporal=temporal, modality_dropout=0.0).train()
     out = net(_batch())
     assert out["logits"].shape == (B, C) and torch.isfinite(out["logits"]).all()
     assert set(out["modality_logits"]) == {"face", "landmarks", "audio"}

@@ -256,3 +256,24 @@ def test_end_to_end_on_rendered_synthetic_videos(tmp_path):
     pred = pd.read_csv(tmp_path / "run" / "predictions.csv")
     assert m["n_test"] == len(pred) > 0 and {"informative", "true_emotion"} <= set(pred.columns)
     assert m["uar"] > 1 / len(meta.classes)  # above chance on 7 classes
+
+
+def test_adamw_is_fused_on_cpu_and_takes_the_same_steps():
+    """The training loop's AdamW uses torch's fused kernel on the CPU; its updates equal the
+    per-tensor loop's up to float rounding."""
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 3)) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    start = nets[0][0].weight.detach().clone()
+    fused = femo_train.adamw(list(nets[0].parameters()), lr=1e-2, weight_decay=0.05)
+    plain = torch.optim.AdamW(nets[1].parameters(), lr=1e-2, weight_decay=0.05, foreach=False)
+    assert fused.defaults["fused"] is True
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    for _ in range(20):
+        for net, opt in zip(nets, (fused, plain)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert (nets[0][0].weight - start).abs().max() > 1e-2  # the steps did move the weights

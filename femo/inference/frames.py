@@ -142,7 +142,8 @@ def _onnx_session(encoder: torch.nn.Module, size: int, threads: int):
     buf = io.BytesIO()
     try:
         # quiet fd 1: torch's exporter prints the whole traced graph to stdout when an operator
-        # has no ONNX form (e.g. the antialiased resize of the FER2013 encoders' preprocessing)
+        # has no ONNX form (e.g. an antialiased F.interpolate; femo's FER2013 encoders resize by
+        # matrix products instead, which export)
         with warnings.catch_warnings(), torch.inference_mode(), quiet_native_fd(1):
             warnings.simplefilter("ignore")
             torch.onnx.export(encoder, (x,), buf, input_names=["crops"], output_names=["features"],

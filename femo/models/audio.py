@@ -127,18 +127,33 @@ class AudioEncoder(nn.Module):
                 "both": ["audio", "prosody", "functionals"]}[self.audio_input]
         return [*keys, "audio_mask"]
 
-    def _logmel_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _logmel_tokens(self, batch: dict[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) log-mel tokens. The CNN runs only on the clips with audio: the others' tokens
+        are masked to zero by :meth:`forward` anyway (and GroupNorm is per sample), so a batch of
+        stills or silent clips skips its cost (the largest part of a training step on cached face
+        embeddings) with the same outputs and gradients."""
         mel = torch.nan_to_num(batch["audio"].float())  # (B, 1, M, A)
         if mel.shape[-1] < 8 or mel.shape[-2] != self.n_mels:
             raise ValueError(f"audio must be (B, 1, {self.n_mels}, A>=8), got {tuple(mel.shape)}")
+        pro = torch.nan_to_num(batch["prosody"].float())
+        if bool(present.all()):
+            return self._cnn_tokens(mel, pro)
+        keep = present if bool(present.any()) else torch.arange(len(mel), device=mel.device) == 0
+        sub = self._cnn_tokens(mel[keep], pro[keep])  # (B', L, D); B' = 1 only for the shape when none has audio
+        out = sub.new_zeros(len(mel), *sub.shape[1:])
+        if bool(present.any()):
+            out[present] = sub
+        return out
+
+    def _cnn_tokens(self, mel: torch.Tensor, prosody: torch.Tensor) -> torch.Tensor:
         h = self.cnn(mel)  # (B, C, M // 8, L)
         h = h.flatten(1, 2).transpose(1, 2)  # (B, L, C * M // 8)
-        pro = F.adaptive_avg_pool1d(torch.nan_to_num(batch["prosody"].float()).transpose(1, 2), h.shape[1])
+        pro = F.adaptive_avg_pool1d(prosody.transpose(1, 2), h.shape[1])
         return self.proj(h) + self.prosody(pro.transpose(1, 2))  # (B, L, D)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         present = batch["audio_mask"].bool().reshape(-1)  # (B,)
-        tokens = None if self.audio_input == "functionals" else self._logmel_tokens(batch)
+        tokens = None if self.audio_input == "functionals" else self._logmel_tokens(batch, present)
         if self.audio_input != "logmel":
             if "functionals" not in batch:
                 raise ValueError(f"audio_input={self.audio_input!r} needs batch['functionals'] (B, F): the store "

@@ -9,8 +9,10 @@ image. RGB inputs are turned to gray (ITU-R 601 luma) first, because the trainin
 """
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -18,13 +20,40 @@ _WIDTHS = (64, 128, 256, 512)
 _MEAN, _STD = 0.5, 0.25  # FER2013's gray level is about 0.51 +- 0.25 over train
 
 
+@functools.lru_cache(maxsize=16)
+def resize_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """``(size_out, size_in)`` float64 weights of an antialiased bilinear resize along one axis.
+
+    The triangle filter widened by the scale factor when shrinking, each row normalised to sum 1:
+    the weights ``F.interpolate(mode="bilinear", antialias=True, align_corners=False)`` (and PIL)
+    apply, written out so that the resize is two matrix products, which export to ONNX (the
+    antialiased interpolate has no ONNX form). Computed in NumPy: a traced graph holds it as a
+    constant.
+    """
+    scale = size_in / size_out
+    support = max(scale, 1.0)  # the triangle's half-width in input pixels
+    inv = 1.0 / max(scale, 1.0)
+    w = np.zeros((size_out, size_in))
+    for i in range(size_out):
+        center = scale * (i + 0.5)
+        lo, hi = max(int(center - support + 0.5), 0), min(int(center + support + 0.5), size_in)
+        taps = np.maximum(0.0, 1.0 - np.abs((np.arange(lo, hi) - center + 0.5) * inv))
+        w[i, lo:hi] = taps / taps.sum()
+    return w
+
+
 def gray48(x: torch.Tensor) -> torch.Tensor:
-    """RGB ``(N, 3, S, S)`` in [0, 1] -> luma ``(N, 1, 48, 48)`` in [0, 1] (antialiased resize)."""
+    """RGB ``(N, 3, H, W)`` in [0, 1] -> luma ``(N, 1, 48, 48)`` in [0, 1]: ITU-R 601 luma, then an
+    antialiased bilinear resize as two matrix products (:func:`resize_matrix`; equal to
+    ``F.interpolate(..., antialias=True)`` up to float rounding, and exportable to ONNX)."""
     luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    gray = (x * luma).sum(1, keepdim=True)  # (N, 1, S, S)
-    if gray.shape[-2:] != (48, 48):
-        gray = F.interpolate(gray, size=(48, 48), mode="bilinear", align_corners=False, antialias=True)
-    return gray
+    gray = (x * luma).sum(1, keepdim=True)  # (N, 1, H, W)
+    h, w = gray.shape[-2:]
+    if (h, w) == (48, 48):
+        return gray
+    rows = torch.from_numpy(resize_matrix(int(h), 48)).to(x.dtype).to(x.device)  # (48, H)
+    cols = torch.from_numpy(resize_matrix(int(w), 48).T.copy()).to(x.dtype).to(x.device)  # (W, 48)
+    return rows @ gray @ cols
 
 
 def _stage(cin: int, cout: int) -> nn.Sequential:
