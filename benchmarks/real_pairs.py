@@ -274,7 +274,8 @@ def run_models(args, summary: dict, extraction: dict) -> int:
            "model_kw": MODEL_KW, "train_kw": TRAIN_KW, "models_spec": {k: list(map(list, v[:1])) + [v[1]]
                                                                        for k, v in MODELS.items()},
            **score(runs), "ablation": ablation(runs["fused"])}
-    if encoder != "faceapi":
+    if encoder != "faceapi":  # the reference runs on face-api.js embeddings of the crops, cached first
+        out["embedding_reference"] = embed(args.work / "store", "faceapi")
         out["minus_faceapi"] = against_reference(runs, {m: train_model(m, args.work, "faceapi") for m in names})
     from femo.training.metrics import write_json
 

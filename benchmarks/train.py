@@ -11,7 +11,8 @@ is its own. Writes benchmarks/results/train.json and prints a table.
 
     python benchmarks/train.py                      # CPU
     python benchmarks/train.py --cache --batch 64 --clips 512 --target 10000 --threads 1
-    python benchmarks/train.py --cache --batch 64 --clips 512 --target 10000 --threads 1 --no-audio   # stills
+    python benchmarks/train.py --cache --batch 64 --clips 512 --target 10000 --threads 1 --no-audio --cases a  # stills
+    python benchmarks/train.py --cache --clips 512 --target 10000 --threads 1 --cases a --legacy  # the step before
     python benchmarks/train.py --cache --clips 512 --e2e-clips 16 --threads 1 --profile   # where the time goes
     python benchmarks/train.py --device cuda --target 9400 --clips 512 --e2e-clips 512 --workers 8
 """
@@ -63,13 +64,13 @@ def build_store(root: Path, n: int, *, audio: bool = True) -> Path:
 
 
 def run_case(case: str, store: Path, n: int, device: str, threads: int, batch: int, workers: int,
-             cache: bool = False, profile: bool = False) -> dict:
+             cache: bool = False, profile: bool = False, legacy: bool = False) -> dict:
     """Time one epoch of case ``case`` over the first ``n`` clips; returns the measurements.
 
     cache: ``FeatureDataset(cache=True)`` as ``femo train --cache`` (what the pipeline uses): one
     untimed first epoch reads the clips from disk (its time is returned as ``first_epoch_seconds``),
     the timed one is a steady-state epoch served from memory. profile: cProfile the timed epoch
-    (cumulative top 30 on stderr)."""
+    (cumulative top 30 on stderr). legacy: :func:`_legacy_training` first."""
     import torch
 
     from femo.config import DataConfig, ModelConfig, TrainConfig
@@ -80,6 +81,8 @@ def run_case(case: str, store: Path, n: int, device: str, threads: int, batch: i
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    if legacy:
+        _legacy_training()
     index = read_index(store).iloc[:n]
     emb = "bench" if case == "a" else None
     ds = FeatureDataset(store, index=index, config=DataConfig(classes=CLASSES), embeddings=emb, cache=cache)
@@ -124,6 +127,21 @@ def run_case(case: str, store: Path, n: int, device: str, threads: int, batch: i
     return out
 
 
+def _legacy_training() -> None:
+    """What femo's training step did before (the same-run baseline of ``--legacy``): AdamW's
+    per-tensor loop (torch's CPU default) instead of the fused kernel, and the log-mel CNN on
+    every clip, with or without audio. Outputs are the same up to float rounding; only the cost
+    differs."""
+    import torch
+
+    import femo.training.loop as loop
+    from femo.models.audio import AudioEncoder
+
+    loop.adamw = lambda params, **kw: torch.optim.AdamW(params, foreach=False, **kw)
+    AudioEncoder._logmel_tokens = lambda self, batch, present: self._cnn_tokens(
+        torch.nan_to_num(batch["audio"].float()), torch.nan_to_num(batch["prosody"].float()))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=96, help="clips in the fake store (timed for case a)")
@@ -138,6 +156,9 @@ def main() -> int:
     p.add_argument("--profile", action="store_true", help="cProfile each timed epoch (printed to stderr)")
     p.add_argument("--no-audio", dest="audio", action="store_false",
                    help="clips without an audio track (like a store of stills: FER2013), audio modality masked")
+    p.add_argument("--legacy", action="store_true",
+                   help="time the training step as femo ran it before (per-tensor AdamW, log-mel CNN on every clip)")
+    p.add_argument("--cases", default=",".join(sorted(CASES)), help="comma-separated cases to time (default a,b)")
     p.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
     p.add_argument("--store", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train.json")
@@ -145,18 +166,18 @@ def main() -> int:
     if args.case:  # child process: one case, JSON on stdout
         n = args.clips if args.case == "a" else args.e2e_clips
         print(json.dumps(run_case(args.case, args.store, n, args.device, args.threads, args.batch, args.workers,
-                                  cache=args.cache and args.case == "a", profile=args.profile)))
+                                  cache=args.cache and args.case == "a", profile=args.profile, legacy=args.legacy)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         store = build_store(Path(tmp), max(args.clips, args.e2e_clips), audio=args.audio)
         print(f"fake store of {max(args.clips, args.e2e_clips)} clips written in {time.perf_counter() - t0:.1f} s")
         rows = []
-        for case in sorted(CASES):
+        for case in [c for c in sorted(CASES) if c in args.cases.split(",")]:
             cmd = [sys.executable, __file__, "--case", case, "--store", tmp, *_passthrough(args)]
             res = json.loads(subprocess.run(cmd, check=True, text=True, stdout=subprocess.PIPE,
                                             stderr=None if args.profile else subprocess.PIPE).stdout.splitlines()[-1])
-            res["target_clips"], res["audio"] = args.target, args.audio
+            res["target_clips"], res["audio"], res["legacy"] = args.target, args.audio, args.legacy
             res["seconds_per_epoch_at_target"] = res["seconds_timed"] * args.target / res["clips_timed"]
             res["cpu_seconds_per_epoch_at_target"] = res["cpu_seconds_timed"] * args.target / res["clips_timed"]
             rows.append(res)
@@ -174,7 +195,8 @@ def main() -> int:
 def _passthrough(args) -> list[str]:
     return ["--clips", str(args.clips), "--e2e-clips", str(args.e2e_clips), "--device", args.device,
             "--threads", str(args.threads), "--batch", str(args.batch), "--workers", str(args.workers),
-            *(["--cache"] if args.cache else []), *(["--profile"] if args.profile else [])]
+            *(["--cache"] if args.cache else []), *(["--profile"] if args.profile else []),
+            *(["--no-audio"] if not args.audio else []), *(["--legacy"] if args.legacy else [])]
 
 
 if __name__ == "__main__":
