@@ -131,12 +131,13 @@ class AudioEncoder(nn.Module):
         """(B, L, D) log-mel tokens. The CNN runs only on the clips with audio: the others' tokens
         are masked to zero by :meth:`forward` anyway (and GroupNorm is per sample), so a batch of
         stills or silent clips skips its cost (the largest part of a training step on cached face
-        embeddings) with the same outputs and gradients."""
+        embeddings) with the same outputs and gradients. Under tracing (ONNX / TorchScript export)
+        every clip goes through the CNN, so the exported graph has no data-dependent shapes."""
         mel = torch.nan_to_num(batch["audio"].float())  # (B, 1, M, A)
         if mel.shape[-1] < 8 or mel.shape[-2] != self.n_mels:
             raise ValueError(f"audio must be (B, 1, {self.n_mels}, A>=8), got {tuple(mel.shape)}")
         pro = torch.nan_to_num(batch["prosody"].float())
-        if bool(present.all()):
+        if torch.jit.is_tracing() or bool(present.all()):  # a traced export keeps one shape-free path
             return self._cnn_tokens(mel, pro)
         keep = present if bool(present.any()) else torch.arange(len(mel), device=mel.device) == 0
         sub = self._cnn_tokens(mel[keep], pro[keep])  # (B', L, D); B' = 1 only for the shape when none has audio
